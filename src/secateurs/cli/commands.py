@@ -1,0 +1,115 @@
+"""The subcommands: each adds its arguments and runs by calling the public API."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from secateurs.cli.run_args import add_run_arguments, run_config_from_args
+from secateurs.errors import UsageError
+
+__all__ = ["COMMANDS", "Command"]
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand."""
+
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+def _out(text: str) -> None:
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+# ---------------------------------------------------------------------------------------------- list
+def _list_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("what", choices=["methods", "models", "datasets", "granularities"], help="what to list")
+
+
+def _list_run(args: argparse.Namespace) -> int:
+    rows: list[tuple[str, str]]
+    if args.what == "methods":
+        from secateurs.methods import METHODS
+
+        rows = []
+        for name in METHODS.names():
+            aliases = METHODS.aliases_of(name)
+            label = f"{name} ({', '.join(aliases)})" if aliases else name
+            rows.append((label, METHODS.describe(name)))
+    elif args.what == "models":
+        from secateurs.models import list_models
+
+        rows = list_models()
+    elif args.what == "datasets":
+        from secateurs.data import describe_datasets
+
+        rows = list(describe_datasets().items())
+    else:
+        from secateurs.core.granularity import list_granularities
+
+        rows = list_granularities()
+    width = max(len(r[0]) for r in rows)
+    _out("\n".join(f"{name:<{width}}  {text}" for name, text in rows))
+    return 0
+
+
+# ----------------------------------------------------------------------------------------- train/prune
+def _train_args(p: argparse.ArgumentParser) -> None:
+    add_run_arguments(p, pruning=False)
+
+
+def _prune_args(p: argparse.ArgumentParser) -> None:
+    add_run_arguments(p, pruning=True)
+
+
+def _execute(args: argparse.Namespace, pruning: bool) -> int:
+    from secateurs.experiment.run import execute
+
+    config = run_config_from_args(args, pruning=pruning)
+    report = execute(config, args.out, resume=args.resume, show_progress=sys.stderr.isatty())
+    _out(_summary(report, args.out))
+    return 0
+
+
+def _summary(report: dict[str, Any], out: str) -> str:
+    acc = report.get("accuracy")
+    parts = [
+        f"{report['method']} {report['model']} on {report['dataset']}:",
+        f"accuracy {acc:.2f}%" if acc is not None else "accuracy n/a",
+        f"sparsity {report['achieved_sparsity']:.4f}",
+        f"params {report['params_nonzero']:,}/{report['params_total']:,}",
+        f"MACs {report['macs_effective']:,}/{report['macs_dense']:,}",
+    ]
+    return " ".join(parts) + f"\nrun directory: {out}"
+
+
+# -------------------------------------------------------------------------------------------- inspect
+def _inspect_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="a run directory")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def _inspect_run(args: argparse.Namespace) -> int:
+    from secateurs.experiment.inspect import describe_run
+
+    run = Path(args.run)
+    if not run.is_dir():
+        raise UsageError(f"no run directory at {run}")
+    _out(describe_run(run, as_json=args.json))
+    return 0
+
+
+COMMANDS: dict[str, Command] = {
+    "list": Command("list registered methods, models, datasets or granularities", _list_args, _list_run),
+    "train": Command("train a dense model (the reference for pruning)", _train_args, lambda a: _execute(a, False)),
+    "prune": Command("prune a model with a method (from scratch or --from a trained model)", _prune_args,
+                     lambda a: _execute(a, True)),
+    "inspect": Command("show a run's report and per-layer table", _inspect_args, _inspect_run),
+}

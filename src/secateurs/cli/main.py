@@ -1,0 +1,62 @@
+"""The ``secateurs`` command line: thin parsing around the public API.
+
+``main(argv) -> int`` never exits the interpreter, so tests call it in-process. Bad input becomes one
+line on stderr and exit code 2; an interrupted run says how to resume it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from secateurs._version import __version__
+from secateurs.cli.commands import COMMANDS
+from secateurs.errors import UsageError
+
+__all__ = ["entry_point", "main"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of printing usage and exiting, so errors stay one line."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full parser with one sub-parser per command."""
+    parser = _Parser(prog="secateurs", description="Prune neural networks in PyTorch.")
+    parser.add_argument("--version", action="version", version=f"secateurs {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, command in COMMANDS.items():
+        p = sub.add_parser(name, help=command.help, description=command.help)
+        command.add_arguments(p)
+        p.set_defaults(handler=command.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(list(argv) if argv is not None else None)
+        if getattr(args, "handler", None) is None:
+            parser.print_help(sys.stderr)
+            return 2
+        logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+        return int(args.handler(args) or 0)
+    except UsageError as exc:
+        print(f"secateurs: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("secateurs: interrupted; the last finished epoch is saved, continue with --resume", file=sys.stderr)
+        return 130
+
+
+def entry_point() -> NoReturn:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Arguments of ``train`` and ``prune``, merged as defaults < ``--config`` recipe < flags.
+
+Method-specific settings come as ``--option KEY=VALUE`` (repeatable); they are checked against the
+method's typed config, so a misspelt key is an error that lists the valid ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from secateurs.errors import UsageError
+from secateurs.experiment.config import RunConfig, load_recipe
+
+__all__ = ["add_run_arguments", "run_config_from_args"]
+
+# flag destination -> (section of the recipe, key); section None = top level
+_TRAIN_FLAGS = {
+    "epochs": int, "batch_size": int, "lr": float, "optimizer": str, "lr_schedule": str,
+    "weight_decay": float, "momentum": float, "warmup_epochs": float, "label_smoothing": float,
+}
+_TOP_FLAGS = {
+    "model": str, "data": str, "seed": int, "device": str, "data_dir": str, "val_fraction": float,
+    "limit_train": int, "limit_test": int,
+}
+_METHOD_FLAGS = {"sparsity": float, "granularity": str, "scope": str}
+
+
+def add_run_arguments(p: argparse.ArgumentParser, *, pruning: bool) -> None:
+    """Add the flags of ``train`` (``pruning=False``) or ``prune``."""
+    S = argparse.SUPPRESS  # unset flags stay out of the namespace, so the recipe's values win
+    p.add_argument("--out", required=True, help="run directory to create (or resume)")
+    p.add_argument("--config", help="recipe YAML with RunConfig keys; flags override it")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    for name, typ in {**_TOP_FLAGS, **_TRAIN_FLAGS}.items():
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=typ, default=S)
+    p.add_argument("--no-augment", dest="augment", action="store_false", default=S, help="no training augmentation")
+    if pruning:
+        p.add_argument("--method", default=S, help="pruning method (secateurs list methods)")
+        p.add_argument("--sparsity", type=float, default=S, help="fraction of target weights removed, in [0, 1)")
+        p.add_argument("--granularity", default=S, help="unstructured, kernel, filter or N:M")
+        p.add_argument("--scope", default=S, help="tensor, global or group")
+        p.add_argument("--from", dest="from_checkpoint", default=S, help="start from a trained run or weights file")
+        p.add_argument("--include", action="append", default=S, help="glob of weight names to prune (repeatable)")
+        p.add_argument("--exclude", action="append", default=S, help="glob of weight names to keep dense")
+        p.add_argument("--option", "-o", action="append", default=S, metavar="KEY=VALUE",
+                       help="a method option, e.g. -o rounds=4 (repeatable)")
+
+
+def _parse_option(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise UsageError(f"method options are KEY=VALUE, got {text!r}")
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip().replace("-", "_"), parsed
+
+
+def run_config_from_args(args: argparse.Namespace, *, pruning: bool) -> RunConfig:
+    """Build the RunConfig of a ``train``/``prune`` invocation (the saved one when resuming)."""
+    given = vars(args)
+    saved = Path(args.out) / "config.yaml"
+    if args.resume and saved.exists():
+        return RunConfig.from_dict(load_recipe(saved))
+    raw: dict[str, Any] = load_recipe(args.config) if args.config else {}
+    raw = dict(raw)
+    train = dict(raw.pop("train", None) or {})
+    options = dict(raw.pop("method_options", None) or {})
+    for name in _TOP_FLAGS:
+        if name in given:
+            raw[name] = given[name]
+    for name in _TRAIN_FLAGS:
+        if name in given:
+            train[name] = given[name]
+    if "augment" in given:
+        raw["augment"] = given["augment"]
+    if pruning:
+        for name in ("method", "from_checkpoint", "include", "exclude"):
+            if name in given:
+                raw[name] = given[name]
+        for name in _METHOD_FLAGS:
+            if name in given:
+                options[name] = given[name]
+        for text in given.get("option", []):
+            key, value = _parse_option(text)
+            options[key] = value
+        if not raw.get("method"):
+            raise UsageError("prune needs a method (--method NAME; see `secateurs list methods`)")
+    else:
+        if raw.get("method"):
+            raise UsageError("train builds a dense model; use `secateurs prune` for a method")
+        raw["method"] = None
+    raw["train"] = train
+    raw["method_options"] = options
+    return RunConfig.from_dict(raw)

@@ -1,0 +1,64 @@
+"""``report.json``: the numbers a user compares runs by, with sparsity counted two ways.
+
+``achieved_sparsity`` is measured over the pruned tensors from their masks (structural), while
+``params_nonzero`` and ``macs_effective`` count what is non-zero in the whole model, so weights
+that happen to be zero and layers that were not pruned are visible too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from secateurs.core.masks import MaskSet
+from secateurs.experiment.config import RunConfig
+from secateurs.metrics import count_macs, count_nonzero_params, count_params, layer_table, measure_latency
+
+__all__ = ["build_report"]
+
+
+def build_report(
+    config: RunConfig,
+    model: nn.Module,
+    *,
+    example_input: torch.Tensor,
+    masks: MaskSet | None,
+    accuracy: float | None,
+    dense_accuracy: float | None,
+    train_seconds: float,
+) -> dict[str, Any]:
+    """Measure ``model`` (masks already baked in) and assemble the report dictionary."""
+    macs = count_macs(model, example_input)
+    latency = measure_latency(model, example_input, min_run_time=0.2)
+    method_config = config.method_config() if config.method else None
+    names = list(masks) if masks is not None else None
+    layers = layer_table(model, names)
+    if masks is not None:
+        for row in layers:
+            entry = masks[row["name"]]
+            row["granularity"] = str(entry.granularity)
+            row["mask_sparsity"] = entry.sparsity
+    return {
+        "method": config.method or "dense",
+        "model": config.model,
+        "dataset": config.data,
+        "granularity": str(method_config.granularity) if method_config else None,
+        "scope": method_config.scope if method_config else None,
+        "target_sparsity": method_config.sparsity if method_config else 0.0,
+        "achieved_sparsity": masks.sparsity() if masks is not None else 0.0,
+        "params_total": count_params(model),
+        "params_nonzero": count_nonzero_params(model),
+        "macs_dense": macs.dense,
+        "macs_effective": macs.effective,
+        "accuracy": accuracy,
+        "dense_accuracy": dense_accuracy,
+        "epochs": config.train.epochs,
+        "train_seconds": train_seconds,
+        "latency_ms_batch1": latency.median_ms,
+        "latency_device": str(latency.device),
+        "seed": config.seed,
+        "method_options": method_config.to_dict() if method_config else {},
+        "layers": layers,
+    }

@@ -1,0 +1,150 @@
+"""Execute a RunConfig into a run directory.
+
+A run directory holds ``config.yaml`` (resolved), ``metrics.jsonl`` (one line per epoch),
+``checkpoint.pt`` (resumable state, written atomically each epoch), ``masks.safetensors`` (pruned
+runs), ``model.safetensors`` (final weights, masks baked in) and ``report.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from secateurs.core.masks import MaskSet
+from secateurs.core.targets import select_targets
+from secateurs.data import build_data
+from secateurs.errors import UsageError
+from secateurs.experiment.config import RunConfig
+from secateurs.experiment.report import build_report
+from secateurs.methods import build_method
+from secateurs.models import build_model
+from secateurs.train import fit
+from secateurs.train.checkpoint import load_model_weights
+from secateurs.train.loop import CHECKPOINT
+from secateurs.utils.io import atomic_path, load_weights_only, save_json
+
+__all__ = ["execute", "load_dense_weights", "resolve_device"]
+
+log = logging.getLogger(__name__)
+
+WEIGHTS = "model.safetensors"
+MASKS = "masks.safetensors"
+REPORT = "report.json"
+CONFIG = "config.yaml"
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; an unavailable CUDA request is a UsageError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"unknown device {name!r}; use cpu, cuda, cuda:N or auto") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for, but CUDA is not available here")
+    return device
+
+
+def load_dense_weights(source: str | Path) -> tuple[dict[str, torch.Tensor], float | None]:
+    """Weights from a run directory, a ``.safetensors`` file or a weights-only ``.pt`` state dict.
+
+    Returns the state dict and the dense accuracy when the source is a run with a report.
+    """
+    path = Path(source)
+    accuracy = None
+    if path.is_dir():
+        report = path / REPORT
+        if report.exists():
+            import json
+
+            accuracy = json.loads(report.read_text()).get("accuracy")
+        path = path / WEIGHTS
+    if not path.exists():
+        raise UsageError(f"no trained weights at {path} (give a run directory of `secateurs train` or a weights file)")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path)), accuracy
+    try:
+        state = load_weights_only(path)
+    except Exception as exc:
+        raise UsageError(f"cannot read weights from {path}: {type(exc).__name__}") from None
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]  # a training checkpoint
+    if not isinstance(state, dict):
+        raise UsageError(f"{path} does not hold a state dict")
+    return state, accuracy
+
+
+def _guard_run_dir(out: Path, resume: bool) -> None:
+    """Refuse to overwrite an existing run unless resuming it: nothing already written is lost."""
+    if resume:
+        return
+    if (out / CHECKPOINT).exists() or (out / REPORT).exists():
+        raise UsageError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+
+
+def save_weights(model: nn.Module, path: Path) -> None:
+    """Write the model's state dict as safetensors, atomically (tensors made contiguous and unshared)."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp))
+
+
+def execute(config: RunConfig, out: str | Path, *, resume: bool = False, show_progress: bool = False) -> dict[str, Any]:
+    """Run ``config`` into the directory ``out`` and return the report (also written as ``report.json``)."""
+    out = Path(out)
+    if resume and (out / REPORT).exists():
+        import json
+
+        log.info("run %s is already finished", out)
+        return json.loads((out / REPORT).read_text())
+    _guard_run_dir(out, resume)
+    device = resolve_device(config.device)
+    method = build_method(config.method, **config.method_options) if config.method else None
+    data = build_data(
+        config.data, data_dir=config.data_dir, batch_size=config.train.batch_size, val_fraction=config.val_fraction,
+        augment=config.augment, seed=config.seed, device=device,
+        limit_train=config.limit_train, limit_test=config.limit_test,
+    )
+    # The global seed fixes the model's initialisation (a run is seeded as a whole).
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, in_channels=data.in_channels, num_classes=data.num_classes,
+                        image_size=data.image_size).to(device)
+    dense_accuracy = None
+    if config.from_checkpoint:
+        state, dense_accuracy = load_dense_weights(config.from_checkpoint)
+        load_model_weights(model, state, config.from_checkpoint)
+    targets = select_targets(model, config.include or None, config.exclude or None) if method else None
+    out.mkdir(parents=True, exist_ok=True)
+    config.save(out / CONFIG)
+    eval_loader = data.val if data.val is not None else data.test
+    result = fit(
+        model, data.train, config=config.train, method=method, targets=targets, eval_loader=eval_loader,
+        run_dir=out, resume=resume, pretrained=bool(config.from_checkpoint), show_progress=show_progress,
+    )
+    masks: MaskSet | None = None
+    if method is not None:
+        masks = method.finalize(squash=True)
+        masks.save(out / MASKS)
+    save_weights(model, out / WEIGHTS)
+    test = result.final if data.val is None else _evaluate(model, data.test, config)
+    report = build_report(
+        config, model, example_input=next(iter(data.test))[0][:1], masks=masks, accuracy=test.get("accuracy"),
+        dense_accuracy=dense_accuracy, train_seconds=result.seconds,
+    )
+    save_json(report, out / REPORT)
+    return report
+
+
+def _evaluate(model: nn.Module, loader: Any, config: RunConfig) -> dict[str, float]:
+    from secateurs.train import evaluate
+
+    return evaluate(model, loader, amp=config.train.amp)

@@ -1,0 +1,229 @@
+"""The method interface: a small object with hooks that never owns a training loop.
+
+Lifecycle, driven by :func:`secateurs.train.fit` or by a user's own loop::
+
+    method = build_method("gmp", sparsity=0.9)
+    horizon = Horizon(epochs=30, steps_per_epoch=len(loader))
+    method.attach(model, horizon=horizon)                 # parametrizations on the target weights
+    for phase_index, phase in enumerate(method.phases()):  # most methods have one phase
+        method.on_phase_start(phase_index)                 # fresh optimizer + LR schedule per phase
+        for epoch in phase epochs:
+            method.on_epoch_start(epoch)
+            for batch:  loss = task_loss + method.penalty(); ...; optimizer.step()
+                        method.on_step(step)               # step = optimizer steps done so far
+            logs = method.on_epoch_end(epoch)
+    masks = method.finalize()                              # hard masks baked in, plain state dict
+
+All randomness comes from ``self.generator`` (seeded from the config, saved in ``state_dict``).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from secateurs.core.granularity import Granularity, parse_granularity
+from secateurs.core.masks import MaskSet
+from secateurs.core.parametrize import MaskParametrization, attach_, squash_
+from secateurs.core.selection import SCOPES
+from secateurs.core.targets import Target, select_targets
+from secateurs.errors import UsageError
+
+__all__ = ["Horizon", "MethodConfig", "Phase", "PruningMethod"]
+
+
+@dataclass(frozen=True)
+class Horizon:
+    """The training budget a method fits its schedules into.
+
+    Attributes:
+        epochs: total epochs of the run (all phases together).
+        steps_per_epoch: optimizer steps per epoch.
+        pretrained: whether training starts from a trained dense model (``prune --from``).
+    """
+
+    epochs: int
+    steps_per_epoch: int
+    pretrained: bool = False
+
+    @property
+    def total_steps(self) -> int:
+        """Optimizer steps in the whole run."""
+        return self.epochs * self.steps_per_epoch
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A stretch of training with its own fresh optimizer and learning-rate schedule."""
+
+    name: str
+    epochs: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class MethodConfig:
+    """Settings every method shares. Subclass per method (frozen, keyword-only, validated).
+
+    Attributes:
+        sparsity: fraction of target weight elements to remove, in [0, 1). For an ``N:M``
+            granularity it is implied (``1 - N/M``) and may be left unset.
+        granularity: unit of removal; a string (``"unstructured"``, ``"kernel"``, ``"filter"``,
+            ``"2:4"``) is parsed on construction.
+        scope: ``"tensor"`` (each tensor at the target), ``"global"`` (one ranking across tensors) or
+            ``"group"`` (exactly k of n in every group of the granularity).
+        seed: seed of the method's own random generator.
+    """
+
+    sparsity: float | None = field(default=None, metadata={"help": "fraction of weights removed, in [0, 1)"})
+    granularity: Granularity = field(default="unstructured", metadata={"help": "unstructured, kernel, filter or N:M"})  # type: ignore[assignment]
+    scope: str = field(default="tensor", metadata={"help": "tensor, global or group quota"})
+    seed: int = field(default=0, metadata={"help": "seed of the method's random generator"})
+
+    def __post_init__(self) -> None:
+        gran = parse_granularity(self.granularity)
+        object.__setattr__(self, "granularity", gran)
+        if gran.fixed_density is not None:
+            implied = 1.0 - gran.fixed_density
+            if self.sparsity is not None and abs(self.sparsity - implied) > 1e-9:
+                raise UsageError(f"granularity {gran} implies sparsity {implied:g}, not {self.sparsity:g}")
+            object.__setattr__(self, "sparsity", implied)
+            object.__setattr__(self, "scope", "group")
+        if self.sparsity is None:
+            raise UsageError("a sparsity is required (--sparsity S with 0 <= S < 1)")
+        if not 0.0 <= float(self.sparsity) < 1.0:
+            raise UsageError(f"sparsity must lie in [0, 1), got {self.sparsity}")
+        if self.scope not in SCOPES:
+            raise UsageError(f"unknown scope {self.scope!r}; known: {', '.join(SCOPES)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, YAML-friendly values (granularities as their spec strings)."""
+        return {f.name: (str(v) if isinstance(v := getattr(self, f.name), Granularity) else v) for f in fields(self)}
+
+
+class PruningMethod(ABC):
+    """Base class of every pruning method. Subclasses override a few hooks.
+
+    Required: :meth:`make_parametrization`. Optional: :meth:`phases`, :meth:`on_phase_start`,
+    :meth:`on_epoch_start`, :meth:`on_step`, :meth:`on_epoch_end`, :meth:`penalty`,
+    :meth:`extra_state` / :meth:`load_extra_state`.
+    """
+
+    Config: ClassVar[type[MethodConfig]] = MethodConfig
+    registry_name: ClassVar[str] = ""
+
+    def __init__(self, config: MethodConfig) -> None:
+        if not isinstance(config, self.Config):
+            raise TypeError(f"{type(self).__name__} takes a {self.Config.__name__}, got {type(config).__name__}")
+        self.config = config
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.model: nn.Module | None = None
+        self.targets: list[Target] = []
+        self.parametrizations: dict[str, MaskParametrization] = {}
+        self.horizon = Horizon(epochs=1, steps_per_epoch=1)
+
+    # ----------------------------------------------------------------- setup
+    def phases(self) -> list[Phase]:
+        """The phases of the run (default: one). Raise UsageError if the budget is too short."""
+        return [Phase("train", self.horizon.epochs)]
+
+    def attach(self, model: nn.Module, targets: list[Target] | None = None, horizon: Horizon | None = None) -> None:
+        """Put a parametrization on every target weight of ``model``.
+
+        Args:
+            model: the network (on its final device already, so mask state is created there).
+            targets: the weights to prune; default :func:`secateurs.core.targets.select_targets`.
+            horizon: the training budget for the method's schedules.
+        """
+        if self.model is not None:
+            raise RuntimeError("this method is already attached to a model")
+        self.horizon = horizon or self.horizon
+        targets = list(targets) if targets is not None else select_targets(model)
+        gran = self.config.granularity
+        for t in targets:
+            if not gran.supports(t.shape):
+                raise UsageError(f"{t.name} with shape {tuple(t.shape)} cannot be pruned at granularity {gran}")
+        self.phases()  # validates the budget before anything is changed
+        device = next(iter(model.parameters())).device
+        self.generator = torch.Generator(device=device).manual_seed(self.config.seed)
+        for t in targets:
+            weight = model.get_parameter(t.name)
+            p = self.make_parametrization(t, weight)
+            attach_(model, t.name, p.to(weight.device))
+            self.parametrizations[t.name] = p
+        self.model, self.targets = model, targets
+
+    @abstractmethod
+    def make_parametrization(self, target: Target, weight: Tensor) -> MaskParametrization:
+        """Create the parametrization (with its mask state) for one target weight."""
+
+    # ----------------------------------------------------------------- hooks
+    def on_phase_start(self, phase_index: int) -> None:
+        """Called before the first epoch of each phase (after the optimizer is built)."""
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """Called before each epoch (``epoch`` counts from 0 over the whole run)."""
+
+    def on_step(self, step: int) -> None:
+        """Called after each optimizer step; ``step`` = optimizer steps done so far (1 after the first)."""
+
+    def on_epoch_end(self, epoch: int) -> dict[str, float]:
+        """Called after each epoch; returns extra values to log (default none)."""
+        return {}
+
+    def penalty(self) -> Tensor | None:
+        """Extra loss term added to the task loss (default: none)."""
+        return None
+
+    # ----------------------------------------------------------------- masks
+    def mask_parameters(self) -> list[nn.Parameter]:
+        """Learned mask state (scores, logits), for an optimizer group without weight decay."""
+        return [p for par in self.parametrizations.values() for p in par.parameters()]
+
+    def mask_param_groups(self) -> list[dict[str, Any]]:
+        """Optimizer parameter groups for :meth:`mask_parameters` (override to set a learning rate)."""
+        params = self.mask_parameters()
+        return [{"params": params, "weight_decay": 0.0}] if params else []
+
+    def _weights(self) -> Iterator[tuple[str, MaskParametrization, Tensor]]:
+        assert self.model is not None, "attach the method to a model first"
+        for name, p in self.parametrizations.items():
+            module_name, _, param = name.rpartition(".")
+            module = self.model.get_submodule(module_name)
+            yield name, p, module.parametrizations[param].original
+
+    @torch.no_grad()
+    def hard_masks(self) -> MaskSet:
+        """Deterministic boolean masks of every target in the current state."""
+        masks = {name: p.hard_mask(w) for name, p, w in self._weights()}
+        shapes = {t.name: t.shape for t in self.targets}
+        return MaskSet.from_masks(masks, self.config.granularity, shapes)
+
+    def finalize(self, squash: bool = True) -> MaskSet:
+        """Return the final hard masks; with ``squash`` bake them in and remove the parametrizations."""
+        masks = self.hard_masks()
+        if squash and self.model is not None:
+            squash_(self.model)
+            self.parametrizations.clear()
+        return masks
+
+    # ----------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        """Method state that the model's state dict does not hold (generator, snapshots, ...)."""
+        return {"generator": self.generator.get_state(), "extra": self.extra_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        self.generator.set_state(state["generator"].cpu() if hasattr(state["generator"], "cpu") else state["generator"])
+        self.load_extra_state(state.get("extra", {}))
+
+    def extra_state(self) -> dict[str, Any]:
+        """Subclass state for checkpoints: tensors and plain containers only (weights-only loading)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`extra_state`."""

@@ -1,0 +1,117 @@
+"""Iterative magnitude pruning with rewinding (Frankle & Carbin 2019; Frankle et al. 2020).
+
+The epoch budget is split into training phases. After each phase the weights are pruned by
+magnitude (each round removes the same fraction of what is left, so round r reaches
+``1 - (1 - S)**(r / R)``), then the surviving weights *and BatchNorm buffers* are rewound to an early
+iterate and trained again with a fresh optimizer and learning-rate schedule.
+
+From scratch there are ``rounds + 1`` phases: a dense one, then one per pruning round (the last trains
+the final ticket). From a trained model there are ``rounds`` phases, each starting with a prune,
+and the rewind point is the trained model itself.
+
+The rewind point is ``rewind_fraction`` of the first phase (Frankle et al.'s "late rewinding"
+stabilises deeper networks; ``0`` rewinds to initialisation as in the original lottery ticket paper).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from secateurs.errors import UsageError
+from secateurs.methods.base import MethodConfig, Phase
+from secateurs.methods.registry import METHODS
+from secateurs.methods.scoring import ScoreBasedMethod
+
+__all__ = ["LotteryConfig", "LotteryTicketPruning"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class LotteryConfig(MethodConfig):
+    """IMP settings.
+
+    Attributes:
+        rounds: number of pruning rounds.
+        rewind_fraction: rewind point as a fraction of the first phase's steps.
+    """
+
+    rounds: int = field(default=3, metadata={"help": "number of prune-and-rewind rounds"})
+    rewind_fraction: float = field(default=0.05, metadata={"help": "rewind point, fraction of the first phase"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.rounds < 1:
+            raise UsageError("rounds must be at least 1")
+        if not 0.0 <= self.rewind_fraction < 1.0:
+            raise UsageError(f"rewind_fraction must lie in [0, 1), got {self.rewind_fraction}")
+
+
+@METHODS.register("lottery", aliases=("imp",), description="iterative magnitude pruning with rewinding (lottery tickets)")
+class LotteryTicketPruning(ScoreBasedMethod):
+    """Rounds of train, prune by magnitude, rewind."""
+
+    Config = LotteryConfig
+    config: LotteryConfig
+
+    def __init__(self, config: LotteryConfig) -> None:
+        super().__init__(config)
+        self._snapshot: dict[str, Tensor] = {}
+
+    def phases(self) -> list[Phase]:
+        n = self.config.rounds + (0 if self.horizon.pretrained else 1)
+        if self.horizon.epochs < n:
+            raise UsageError(f"lottery with {self.config.rounds} rounds needs at least {n} epochs")
+        base, extra = divmod(self.horizon.epochs, n)
+        # The remainder goes to the last phase: the final ticket gets the longest training.
+        return [Phase(f"round{i}", base + (extra if i == n - 1 else 0)) for i in range(n)]
+
+    def _rewind_step(self) -> int:
+        first = self.phases()[0].epochs * self.horizon.steps_per_epoch
+        return 0 if self.horizon.pretrained else int(self.config.rewind_fraction * first)
+
+    def round_sparsity(self, round_index: int) -> float:
+        """Sparsity after pruning round ``round_index`` (1-based)."""
+        density = 1.0 - float(self.config.sparsity or 0.0)
+        return 1.0 - density ** (round_index / self.config.rounds)
+
+    @torch.no_grad()
+    def _take_snapshot(self) -> None:
+        assert self.model is not None
+        # Weights and buffers (BatchNorm running statistics) of the whole model; mask buffers live in
+        # the parametrizations and are excluded, they are what rewinding must keep.
+        self._snapshot = {
+            k: v.detach().clone() for k, v in self.model.state_dict().items() if not _is_mask_state(k)
+        }
+
+    @torch.no_grad()
+    def _rewind(self) -> None:
+        assert self.model is not None
+        state = self.model.state_dict()
+        for k, v in self._snapshot.items():
+            state[k].copy_(v)
+
+    def on_phase_start(self, phase_index: int) -> None:
+        if phase_index == 0 and self._rewind_step() == 0:
+            self._take_snapshot()
+        round_index = phase_index + (1 if self.horizon.pretrained else 0)
+        if round_index >= 1:
+            self.prune_to(self.round_sparsity(round_index))
+            self._rewind()
+
+    def on_step(self, step: int) -> None:
+        if step == self._rewind_step() and not self._snapshot:
+            self._take_snapshot()
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"snapshot": self._snapshot}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self._snapshot = dict(state.get("snapshot", {}))
+
+
+def _is_mask_state(key: str) -> bool:
+    parts = key.split(".")
+    return "parametrizations" in parts and parts[-1] != "original"

@@ -1,0 +1,7 @@
+"""Training: the one loop (:func:`fit`), its configuration, checkpoints and evaluation."""
+
+from secateurs.train.config import TrainConfig
+from secateurs.train.evaluate import evaluate
+from secateurs.train.loop import Callback, FitResult, fit
+
+__all__ = ["Callback", "FitResult", "TrainConfig", "evaluate", "fit"]

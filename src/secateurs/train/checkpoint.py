@@ -1,0 +1,81 @@
+"""Checkpoints that let a killed run resume to the same final weights.
+
+A checkpoint holds everything the next epoch depends on: model (with mask state), optimizer,
+the method's own state (generator, snapshots), the global RNG states (dropout), the epoch and step
+counters and the history. It is written atomically and loaded weights-only (no pickled objects).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from secateurs.errors import UsageError
+from secateurs.methods.base import PruningMethod
+from secateurs.utils.io import load_weights_only, save_torch
+
+__all__ = ["load_checkpoint", "load_model_weights", "restore_rng", "save_checkpoint"]
+
+
+def save_checkpoint(
+    path: str | Path,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    method: PruningMethod | None,
+    epochs_done: int,
+    step: int,
+    history: list[dict[str, Any]],
+) -> None:
+    """Write the resumable state after ``epochs_done`` finished epochs."""
+    state = {
+        "format": 1,
+        "epochs_done": epochs_done,
+        "step": step,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "method": method.state_dict() if method is not None else {},
+        "rng_cpu": torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+        "history": history,
+    }
+    save_torch(state, path)
+
+
+def load_checkpoint(path: str | Path, device: torch.device) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint` (weights-only)."""
+    try:
+        state = load_weights_only(path, map_location=device)
+    except FileNotFoundError:
+        raise UsageError(f"no checkpoint at {path}") from None
+    except Exception as exc:  # a truncated or foreign file: say so in one line
+        raise UsageError(f"cannot read checkpoint {path}: {type(exc).__name__}") from None
+    if not isinstance(state, dict) or state.get("format") != 1:
+        raise UsageError(f"{path} is not a secateurs training checkpoint")
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    """Restore the global RNG states saved in a checkpoint."""
+    torch.set_rng_state(state["rng_cpu"].cpu())
+    if state.get("rng_cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["rng_cuda"]])
+
+
+def load_model_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
+    """Load weights strictly; a mismatch becomes one clear UsageError line."""
+    missing, unexpected, wrong = [], [], []
+    own = model.state_dict()
+    for k, v in state_dict.items():
+        if k not in own:
+            unexpected.append(k)
+        elif own[k].shape != v.shape:
+            wrong.append(f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}")
+    missing = [k for k in own if k not in state_dict]
+    if missing or unexpected or wrong:
+        detail = (wrong or [f"missing {k}" for k in missing] or [f"unexpected {k}" for k in unexpected])[0]
+        raise UsageError(f"checkpoint {source} does not match the model ({detail})")
+    model.load_state_dict(state_dict)

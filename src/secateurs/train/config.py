@@ -1,0 +1,52 @@
+"""Training settings shared by ``train``, ``prune`` and the benchmarks."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from secateurs.errors import UsageError
+
+__all__ = ["OPTIMIZERS", "LR_SCHEDULES", "TrainConfig"]
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+LR_SCHEDULES = ("cosine", "step", "onecycle", "constant")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """How to train (one phase's learning-rate schedule restarts with each phase of a method).
+
+    Defaults are the usual CIFAR-style recipe: SGD with Nesterov momentum 0.9, lr 0.1, weight decay
+    5e-4, cosine decay with a short linear warm-up.
+    """
+
+    epochs: int = field(default=10, metadata={"help": "total epoch budget of the run"})
+    batch_size: int = field(default=128, metadata={"help": "training batch size"})
+    optimizer: str = field(default="sgd", metadata={"help": "sgd (Nesterov), adam or adamw"})
+    lr: float = field(default=0.1, metadata={"help": "peak learning rate"})
+    momentum: float = field(default=0.9, metadata={"help": "SGD momentum"})
+    weight_decay: float = field(default=5e-4, metadata={"help": "weight decay (never on mask parameters)"})
+    lr_schedule: str = field(default="cosine", metadata={"help": "cosine, step, onecycle or constant"})
+    warmup_epochs: float = field(default=0.0, metadata={"help": "linear warm-up at the start of each phase"})
+    label_smoothing: float = field(default=0.0, metadata={"help": "cross-entropy label smoothing"})
+    amp: bool = field(default=True, metadata={"help": "bfloat16 autocast on CUDA (ignored on CPU)"})
+    grad_clip: float = field(default=0.0, metadata={"help": "max gradient norm, 0 = off"})
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise UsageError(f"epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise UsageError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.optimizer not in OPTIMIZERS:
+            raise UsageError(f"unknown optimizer {self.optimizer!r}; known: {', '.join(OPTIMIZERS)}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise UsageError(f"unknown lr_schedule {self.lr_schedule!r}; known: {', '.join(LR_SCHEDULES)}")
+        if self.lr <= 0:
+            raise UsageError(f"lr must be positive, got {self.lr}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise UsageError("label_smoothing must lie in [0, 1)")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values for YAML."""
+        return asdict(self)

@@ -1,0 +1,40 @@
+"""Evaluation: loss and top-1 accuracy of a model on a loader."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from contextlib import nullcontext
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["autocast_for", "evaluate"]
+
+
+def autocast_for(device: torch.device, enabled: bool):  # noqa: ANN201 - context manager
+    """bfloat16 autocast on CUDA (no gradient scaler needed); nothing on CPU."""
+    if enabled and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Iterable[tuple[Tensor, Tensor]], *, amp: bool = True) -> dict[str, float]:
+    """Mean cross-entropy and top-1 accuracy (percent) in eval mode; restores the previous mode."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    loss_sum, correct, count = 0.0, 0, 0
+    try:
+        for x, y in loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with autocast_for(device, amp):
+                out = model(x)
+            loss_sum += float(nn.functional.cross_entropy(out.float(), y, reduction="sum"))
+            correct += int((out.argmax(1) == y).sum())
+            count += y.numel()
+    finally:
+        model.train(was_training)
+    if count == 0:
+        return {"loss": float("nan"), "accuracy": float("nan")}
+    return {"loss": loss_sum / count, "accuracy": 100.0 * correct / count}
