@@ -134,7 +134,7 @@ class IdxFiles(NamedTuple):
 
 # Stems of the four files; both the hyphenated names of the original distribution and the dotted
 # variant (``train-images.idx3-ubyte``) found in many re-uploads are accepted.
-_STEMS: dict[str, tuple[str, ...]] = {
+_STEMS: dict[str, tuple[str, ...]] = {  # in IdxFiles field order
     "train_images": ("train-images-idx3-ubyte", "train-images.idx3-ubyte"),
     "train_labels": ("train-labels-idx1-ubyte", "train-labels.idx1-ubyte"),
     "test_images": ("t10k-images-idx3-ubyte", "t10k-images.idx3-ubyte"),
@@ -170,7 +170,8 @@ def find_idx_files(directory: str | Path, subdirs: Sequence[str] = ()) -> IdxFil
     for candidate in [root, *(root / sub for sub in subdirs)]:
         if not candidate.is_dir():
             continue
-        found = {key: _find_one(candidate, stems) for key, stems in _STEMS.items()}
-        if all(path is not None for path in found.values()):
-            return IdxFiles(**found)  # type: ignore[arg-type]
+        found = [_find_one(candidate, stems) for stems in _STEMS.values()]
+        paths = [path for path in found if path is not None]
+        if len(paths) == len(_STEMS):
+            return IdxFiles(*paths)
     return None

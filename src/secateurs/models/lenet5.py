@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from secateurs.errors import UsageError
-from secateurs.models._init import init_weights
+from secateurs.models._weight_init import init_weights
 from secateurs.models.registry import register_model
 
 __all__ = ["LeNet5", "lenet5"]

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from secateurs.models._init import init_weights
+from secateurs.models._weight_init import init_weights
 from secateurs.models.registry import register_model
 
 __all__ = ["BasicBlock", "CifarResNet", "resnet18", "resnet20", "resnet56"]

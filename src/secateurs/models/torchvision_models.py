@@ -8,7 +8,7 @@ from __future__ import annotations
 from torch import nn
 
 from secateurs.errors import UsageError
-from secateurs.models._init import kaiming_init_conv
+from secateurs.models._weight_init import kaiming_init_conv
 
 __all__ = ["adapt_first_conv", "build_torchvision_model"]
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from secateurs.models._init import init_weights
+from secateurs.models._weight_init import init_weights
 from secateurs.models.registry import register_model
 
 __all__ = ["VGG", "VGG16_CONFIG", "vgg16"]
