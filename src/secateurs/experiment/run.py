@@ -131,7 +131,10 @@ def execute(config: RunConfig, out: str | Path, *, resume: bool = False, show_pr
         run_dir=out, resume=resume, pretrained=bool(config.from_checkpoint), show_progress=show_progress,
     )
     masks: MaskSet | None = None
+    extras: dict[str, Any] = {}
     if method is not None:
+        method.save_artifacts(out)
+        extras = method.report_extras()
         masks = method.finalize(squash=True)
         masks.save(out / MASKS)
     save_weights(model, out / WEIGHTS)
@@ -140,6 +143,7 @@ def execute(config: RunConfig, out: str | Path, *, resume: bool = False, show_pr
         config, model, example_input=next(iter(data.test))[0][:1], masks=masks, accuracy=test.get("accuracy"),
         dense_accuracy=dense_accuracy, train_seconds=result.seconds,
     )
+    report.update(extras)
     save_json(report, out / REPORT)
     return report
 

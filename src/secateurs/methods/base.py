@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from pathlib import Path
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
@@ -173,6 +174,18 @@ class PruningMethod(ABC):
 
     def on_epoch_end(self, epoch: int) -> dict[str, float]:
         """Called after each epoch; returns extra values to log (default none)."""
+        return {}
+
+    def save_artifacts(self, run_dir: Path) -> list[Path]:
+        """Write method-specific files (plots, exports) into the run directory before finalizing.
+
+        Called once by :func:`secateurs.experiment.execute` while the parametrizations are still
+        attached; returns the paths written (default: none).
+        """
+        return []
+
+    def report_extras(self) -> dict[str, Any]:
+        """Extra fields for ``report.json`` (default: none); called after :meth:`save_artifacts`."""
         return {}
 
     def penalty(self) -> Tensor | None:
