@@ -1,5 +1,50 @@
-"""secateurs: pruning neural networks in PyTorch."""
+"""secateurs: pruning neural networks in PyTorch.
+
+The five-line integration into your own training loop::
+
+    import secateurs as sc
+
+    method = sc.build_method("gmp", sparsity=0.9)                  # any name from `secateurs list methods`
+    method.attach(model, horizon=sc.Horizon(epochs, len(loader)))  # masks enter via parametrizations
+    optimizer = torch.optim.SGD([{"params": model.parameters()}, *method.mask_param_groups()], lr=0.1)
+    # in the step: loss = task_loss + (method.penalty() or 0); ...; optimizer.step(); method.on_step(step)
+    masks = method.finalize()                                       # hard masks baked into the weights
+
+Importing secateurs imports torch, but neither initialises CUDA nor imports optional extras
+(torchvision, matplotlib, onnx).
+"""
 
 from secateurs._version import __version__
+from secateurs.core.granularity import Filter, Granularity, Kernel, NofM, Unstructured, parse_granularity
+from secateurs.core.masks import MaskSet
+from secateurs.core.parametrize import MaskParametrization, squash_
+from secateurs.core.targets import Target, select_targets
+from secateurs.errors import SecateursError, UsageError
+from secateurs.methods import METHODS, Horizon, MethodConfig, Phase, PruningMethod, build_method
+from secateurs.train import TrainConfig, evaluate, fit
 
-__all__ = ["__version__"]
+__all__ = [
+    "METHODS",
+    "Filter",
+    "Granularity",
+    "Horizon",
+    "Kernel",
+    "MaskParametrization",
+    "MaskSet",
+    "MethodConfig",
+    "NofM",
+    "Phase",
+    "PruningMethod",
+    "SecateursError",
+    "Target",
+    "TrainConfig",
+    "Unstructured",
+    "UsageError",
+    "__version__",
+    "build_method",
+    "evaluate",
+    "fit",
+    "parse_granularity",
+    "select_targets",
+    "squash_",
+]
