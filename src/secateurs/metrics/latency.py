@@ -6,6 +6,8 @@ conditions (eval mode, no gradients) and reports robust statistics (median, inte
 
 from __future__ import annotations
 
+import logging
+
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -65,8 +67,16 @@ def measure_latency(
     Raises:
         UsageError: If ``threads`` is not positive or ``min_run_time`` not positive and finite.
     """
-    # Imported here: torch.utils.benchmark is only needed when latency is actually measured.
-    from torch.utils.benchmark import Timer
+    # Imported here: torch.utils.benchmark is only needed when latency is actually measured. Its import
+    # pulls in torch.utils.cpp_extension, which warns about CUDA_HOME on CPU-only machines; that warning
+    # says nothing about the measurement, so it is silenced for the import only.
+    cpp_logger = logging.getLogger("torch.utils.cpp_extension")
+    level = cpp_logger.level
+    cpp_logger.setLevel(logging.ERROR)
+    try:
+        from torch.utils.benchmark import Timer
+    finally:
+        cpp_logger.setLevel(level)
 
     if threads is not None and (isinstance(threads, bool) or threads < 1):
         raise UsageError(f"threads must be a positive integer, got {threads!r}")
