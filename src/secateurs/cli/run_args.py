@@ -38,6 +38,7 @@ def add_run_arguments(p: argparse.ArgumentParser, *, pruning: bool) -> None:
     for name, typ in {**_TOP_FLAGS, **_TRAIN_FLAGS}.items():
         p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=typ, default=S)
     p.add_argument("--no-augment", dest="augment", action="store_false", default=S, help="no training augmentation")
+    p.add_argument("--download", action="store_true", default=S, help="download a missing dataset with torchvision")
     if pruning:
         p.add_argument("--method", default=S, help="pruning method (secateurs list methods)")
         p.add_argument("--sparsity", type=float, default=S, help="fraction of target weights removed, in [0, 1)")
@@ -77,8 +78,9 @@ def run_config_from_args(args: argparse.Namespace, *, pruning: bool) -> RunConfi
     for name in _TRAIN_FLAGS:
         if name in given:
             train[name] = given[name]
-    if "augment" in given:
-        raw["augment"] = given["augment"]
+    for name in ("augment", "download"):
+        if name in given:
+            raw[name] = given[name]
     if pruning:
         for name in ("method", "from_checkpoint", "include", "exclude"):
             if name in given:

@@ -168,7 +168,7 @@ def load_cifar(name: str, *, data_dir: str | Path | None = None, download: bool 
         looked = ", ".join(str(d) for d in dirs)
         raise DataNotFoundError(
             f"{layout.display} not found (looked in {looked}){failure}; pass --data-dir DIR containing "
-            f"{layout.folder}/ (torchvision's python version), or allow the torchvision download"
+            f"{layout.folder}/ (torchvision's python version), or add --download to fetch it with torchvision"
         )
     parts = [_read_images_labels(folder / f, layout) for f in layout.train_files]
     x_train = torch.cat([p[0] for p in parts])

@@ -46,7 +46,7 @@ _SOURCES: dict[str, _Source] = {
         system_dir=None,
         how_to_get=(
             "pass --data-dir DIR with the IDX files (train-images-idx3-ubyte[.gz], ...) "
-            "or allow the torchvision download"
+            "or add --download to fetch it with torchvision"
         ),
         class_names=tuple(str(d) for d in range(10)),
     ),

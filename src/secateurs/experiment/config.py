@@ -37,6 +37,7 @@ class RunConfig:
         val_fraction: carve a validation split from train and evaluate on it each epoch.
         limit_train / limit_test: use only this many samples (quick runs and tests).
         augment: training augmentation (random crop, flip where it makes sense).
+        download: fetch missing datasets with torchvision (needs internet and torchvision).
     """
 
     model: str
@@ -54,6 +55,7 @@ class RunConfig:
     limit_train: int | None = None
     limit_test: int | None = None
     augment: bool = True
+    download: bool = False
 
     def __post_init__(self) -> None:
         if self.method is not None:

@@ -111,7 +111,7 @@ def execute(config: RunConfig, out: str | Path, *, resume: bool = False, show_pr
     method = build_method(config.method, **config.method_options) if config.method else None
     data = build_data(
         config.data, data_dir=config.data_dir, batch_size=config.train.batch_size, val_fraction=config.val_fraction,
-        augment=config.augment, seed=config.seed, device=device,
+        augment=config.augment, seed=config.seed, device=device, download=config.download,
         limit_train=config.limit_train, limit_test=config.limit_test,
     )
     # The global seed fixes the model's initialisation (a run is seeded as a whole).
