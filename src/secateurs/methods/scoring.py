@@ -49,4 +49,6 @@ class ScoreBasedMethod(PruningMethod):
         for name, mask in keep.items():
             p = self.parametrizations[name]
             assert isinstance(p, FixedMask)
-            p.set_(mask)
+            # Monotone: a global ranking over units of different sizes may drop a different set of
+            # already-pruned units than last time; never let one come back.
+            p.set_(mask & p.mask if monotone else mask)
