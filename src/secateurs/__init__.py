@@ -21,6 +21,7 @@ from secateurs.core.parametrize import MaskParametrization, squash_
 from secateurs.core.targets import Target, select_targets
 from secateurs.errors import SecateursError, UsageError
 from secateurs.methods import METHODS, Horizon, MethodConfig, Phase, PruningMethod, build_method
+from secateurs.structured.load import load_shrunk as load
 from secateurs.train import TrainConfig, evaluate, fit
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "build_method",
     "evaluate",
     "fit",
+    "load",
     "parse_granularity",
     "select_targets",
     "squash_",

@@ -9,7 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from secateurs.cli.bench_command import bench_arguments, report_arguments, run_bench, run_report
 from secateurs.cli.run_args import add_run_arguments, run_config_from_args
+from secateurs.cli.shrink_command import SHRINK, add_prunability_arguments, run_prunability
+from secateurs.cli.ticket_search_command import Command as SEARCH_TICKETS
 from secateurs.errors import UsageError
 
 __all__ = ["COMMANDS", "Command"]
@@ -92,13 +95,18 @@ def _summary(report: dict[str, Any], out: str) -> str:
 
 # -------------------------------------------------------------------------------------------- inspect
 def _inspect_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", help="a run directory")
+    p.add_argument("run", nargs="?", help="a run directory")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_prunability_arguments(p)
 
 
 def _inspect_run(args: argparse.Namespace) -> int:
     from secateurs.experiment.inspect import describe_run
 
+    if args.prunability:
+        return run_prunability(args)
+    if args.run is None:
+        raise UsageError("inspect needs a run directory (or --prunability MODEL)")
     run = Path(args.run)
     if not run.is_dir():
         raise UsageError(f"no run directory at {run}")
@@ -112,4 +120,8 @@ COMMANDS: dict[str, Command] = {
     "prune": Command("prune a model with a method (from scratch or --from a trained model)", _prune_args,
                      lambda a: _execute(a, True)),
     "inspect": Command("show a run's report and per-layer table", _inspect_args, _inspect_run),
+    "shrink": SHRINK,  # type: ignore[dict-item]
+    "search-tickets": SEARCH_TICKETS,  # type: ignore[dict-item]
+    "bench": Command("run a benchmark suite (methods x targets x seeds), resumably", bench_arguments, run_bench),
+    "report": Command("tables, plots and an HTML page from a bench directory", report_arguments, run_report),
 }

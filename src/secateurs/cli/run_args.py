@@ -26,7 +26,7 @@ _TOP_FLAGS = {
     "model": str, "data": str, "seed": int, "device": str, "data_dir": str, "val_fraction": float,
     "limit_train": int, "limit_test": int,
 }
-_METHOD_FLAGS = {"sparsity": float, "granularity": str, "scope": str}
+_METHOD_FLAGS = {"sparsity": float, "granularity": str, "scope": str, "quant_bits": int}
 
 
 def add_run_arguments(p: argparse.ArgumentParser, *, pruning: bool) -> None:
@@ -44,6 +44,8 @@ def add_run_arguments(p: argparse.ArgumentParser, *, pruning: bool) -> None:
         p.add_argument("--sparsity", type=float, default=S, help="fraction of target weights removed, in [0, 1)")
         p.add_argument("--granularity", default=S, help="unstructured, kernel, filter or N:M")
         p.add_argument("--scope", default=S, help="tensor, global or group")
+        p.add_argument("--quant-bits", dest="quant_bits", type=int, default=S, metavar="B",
+                       help="joint B-bit weight quantization, for methods that support it (e.g. dpp)")
         p.add_argument("--from", dest="from_checkpoint", default=S, help="start from a trained run or weights file")
         p.add_argument("--include", action="append", default=S, help="glob of weight names to prune (repeatable)")
         p.add_argument("--exclude", action="append", default=S, help="glob of weight names to keep dense")

@@ -40,4 +40,44 @@ def describe_run(run: Path, *, as_json: bool = False) -> str:
         f"latency    {fmt(report.get('latency_ms_batch1'), '.3f')} ms (batch 1, {report.get('latency_device')})",
         "",
     ]
-    return "\n".join(lines) + render_layer_table(report["layers"])
+    return "\n".join(lines) + render_layer_table(report["layers"]) + _render_extras(report)
+
+
+# Keys that build_report writes; anything else in report.json comes from a method's report_extras().
+_STANDARD_KEYS = {
+    "method", "model", "dataset", "granularity", "scope", "target_sparsity", "achieved_sparsity", "params_total",
+    "params_nonzero", "macs_dense", "macs_effective", "accuracy", "dense_accuracy", "epochs", "train_seconds",
+    "latency_ms_batch1", "latency_device", "seed", "method_options", "layers",
+}
+
+
+def _scalar(value: object) -> str:
+    if isinstance(value, float):
+        return format(value, ".4g")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return format(value, ",")
+    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+
+
+def _render_extras(report: dict) -> str:
+    """The method's own report fields: scalars one per line, name -> record mappings as a table."""
+    extras = {k: v for k, v in report.items() if k not in _STANDARD_KEYS}
+    if not extras:
+        return ""
+    lines = ["", "method extras"]
+    width = max(len(k) for k in extras)
+    tables = []
+    for key, value in extras.items():
+        if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
+            tables.append((key, value))
+        else:
+            lines.append(f"  {key:<{width}}  {_scalar(value)}")
+    for key, rows in tables:
+        columns = list(dict.fromkeys(c for row in rows.values() for c in row))
+        cells = [[name, *(_scalar(row.get(c, "")) for c in columns)] for name, row in rows.items()]
+        header = [key, *columns]
+        sizes = [max(len(str(x)) for x in col) for col in zip(header, *cells)]
+        lines.append("")
+        for row in [header, *cells]:
+            lines.append("  " + "  ".join(str(x).ljust(w) for x, w in zip(row, sizes)).rstrip())
+    return "\n".join(lines) + "\n"

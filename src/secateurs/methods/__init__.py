@@ -9,6 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from secateurs.methods import gradual_magnitude, lottery, magnitude, random_pruning  # noqa: F401  (registration)
+from secateurs.methods import gibbs  # noqa: F401  (registration)
+from secateurs.methods import continuous_sparsification  # noqa: F401  (registration)
+from secateurs.methods import dpp  # noqa: F401  (registration)
 from secateurs.methods.base import Horizon, MethodConfig, Phase, PruningMethod
 from secateurs.methods.registry import METHODS
 

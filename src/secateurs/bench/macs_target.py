@@ -1,0 +1,73 @@
+"""MACs targets: the uniform per-tensor sparsity that leaves a given fraction of the dense MACs.
+
+``macs_effective`` (see :func:`secateurs.metrics.count_macs`) counts each conv/linear layer's MACs
+times the density of its weight. With the same sparsity ``s`` in every pruned tensor it is
+``fixed + (1 - s) * prunable``, where ``prunable`` are the dense MACs of the pruned layers and
+``fixed`` everything else (the stem, the classifier, layers left out). So the sparsity for a target
+fraction ``f`` of the dense MACs is ``s = 1 - (f * dense - fixed) / prunable``, measured once on the
+freshly built model. Rounding to whole units (filters, kernels) moves the achieved MACs a little;
+the report shows the measured value. Methods that spread sparsity unevenly (``scope: global``) would
+miss the target, so MACs targets need a per-tensor or per-group scope.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from secateurs.core.targets import select_targets
+from secateurs.errors import UsageError
+from secateurs.experiment.config import RunConfig
+
+__all__ = ["MacsSplit", "measure_macs_split", "sparsity_for_macs"]
+
+
+@dataclass(frozen=True)
+class MacsSplit:
+    """The dense MACs of a model, split into the pruned layers' share and the rest."""
+
+    dense: int
+    prunable: int
+
+    @property
+    def fixed(self) -> int:
+        """MACs of everything that is not pruned."""
+        return self.dense - self.prunable
+
+
+def measure_macs_split(config: RunConfig) -> MacsSplit:
+    """Build ``config``'s model for its dataset and count the MACs of its pruned layers."""
+    from secateurs.data import build_data
+    from secateurs.metrics import count_macs
+    from secateurs.models import build_model
+
+    data = build_data(config.data, data_dir=config.data_dir, limit_train=config.limit_train,
+                      limit_test=config.limit_test, augment=False, seed=config.seed)
+    model = build_model(config.model, in_channels=data.in_channels, num_classes=data.num_classes,
+                        image_size=data.image_size)
+    targets = select_targets(model, config.include or None, config.exclude or None)
+    pruned_modules = {t.module_name for t in targets}
+    macs = count_macs(model, torch.zeros(1, *data.input_shape))
+    prunable = sum(layer.dense for layer in macs.per_layer if layer.name in pruned_modules)
+    return MacsSplit(dense=macs.dense, prunable=prunable)
+
+
+def sparsity_for_macs(split: MacsSplit, fraction: float, *, scope: str = "tensor") -> float:
+    """The uniform sparsity of the pruned tensors that leaves ``fraction`` of the dense MACs.
+
+    Raises:
+        UsageError: the target is below what the unpruned layers alone cost, or the scope is global.
+    """
+    if scope == "global":
+        raise UsageError("a MACs target sets one sparsity for every tensor; use scope tensor or group, not global")
+    if split.prunable <= 0:
+        raise UsageError("the pruned layers do no multiply-accumulates; a MACs target cannot be met")
+    need = fraction * split.dense
+    sparsity = 1.0 - (need - split.fixed) / split.prunable
+    if sparsity >= 1.0:
+        raise UsageError(
+            f"{fraction:.0%} of the dense MACs cannot be met: the layers that are not pruned alone take "
+            f"{split.fixed / split.dense:.1%}"
+        )
+    return round(max(sparsity, 0.0), 6)

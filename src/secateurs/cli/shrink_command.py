@@ -1,0 +1,109 @@
+"""``secateurs shrink RUN --out DIR`` and the ``--prunability`` flag of ``secateurs inspect``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from secateurs.errors import UsageError
+
+__all__ = ["SHRINK", "Command", "add_prunability_arguments", "run_prunability"]
+
+
+@dataclass(frozen=True)
+class Command:
+    """The shape of a subcommand (as ``cli.commands.Command``, which imports this module)."""
+
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+def _out(text: str) -> None:
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise UsageError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise UsageError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _shrink_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="a finished run directory of `secateurs prune --granularity filter`")
+    p.add_argument("--out", required=True, help="directory for arch.json, model.safetensors and report.json")
+    p.add_argument("--round-to", type=_positive, default=1, metavar="N",
+                   help="keep channel counts at multiples of N (e.g. 8); the extra channels stay zero")
+    p.add_argument("--onnx", action="store_true", help="also export model.onnx and check it with onnxruntime")
+    p.add_argument("--sparse-format", choices=["bitmask", "csr"], default=None,
+                   help="also store the weights compressed (the only export of unstructured and N:M runs)")
+    p.add_argument("--approximate", action="store_true",
+                   help="also remove channels seen by LayerNorm/GroupNorm (outputs change slightly)")
+
+
+def _summary(report: dict[str, Any], out: str) -> str:
+    if "params_after" not in report:
+        sparse = report["sparse"]
+        return (f"{report['model']} ({report['granularity']}): {sparse['bytes_on_disk']:,} bytes on disk vs "
+                f"{sparse['bytes_dense_fp32']:,} dense fp32 ({sparse['compression']}x), exact round trip: "
+                f"{sparse['round_trip_exact']}\nexport directory: {out}")
+    lines = [
+        f"{report['model']}: params {report['params_before']:,} -> {report['params_after']:,}, "
+        f"MACs {report['macs_before']:,} -> {report['macs_after']:,} "
+        f"(as predicted: {'yes' if report['prediction_matches'] else 'NO'})",
+        f"channels removed {report['channels_removed']}, pruned channels kept as zeros {report['channels_masked']}",
+        f"accuracy {report['accuracy_run']:.2f}% -> {report['accuracy_shrunk']:.2f}%, "
+        f"max output difference {report['max_abs_diff_vs_run']:.3g}",
+    ]
+    if "onnx" in report:
+        onnx = report["onnx"]
+        lines.append(f"onnx: {onnx['file']} (onnxruntime max difference {onnx['max_abs_diff']:.3g})")
+    return "\n".join(lines) + f"\nshrunk model: {out} (load with secateurs.load)"
+
+
+def _shrink_run(args: argparse.Namespace) -> int:
+    from secateurs.experiment.shrink_run import shrink_run
+    from secateurs.structured import ShrinkError
+
+    try:
+        report = shrink_run(args.run, args.out, round_to=args.round_to, onnx=args.onnx,
+                            sparse_format=args.sparse_format, approximate=args.approximate)
+    except ShrinkError as exc:
+        sys.stderr.write(f"secateurs: shrink failed: {exc}\n")
+        return 1
+    _out(_summary(report, args.out))
+    return 0
+
+
+SHRINK = Command("remove pruned channels: a smaller dense model (+ ONNX, compressed weights)", _shrink_args,
+                 _shrink_run)
+
+
+def add_prunability_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``inspect`` flags of the pre-flight report (``inspect --prunability MODEL``)."""
+    p.add_argument("--prunability", metavar="MODEL",
+                   help="list coupled channel groups and what can be removed structurally, for a model "
+                        "name (e.g. resnet20, torchvision:resnet18) or a run directory")
+    p.add_argument("--image-size", type=_positive, default=None, help="input side for --prunability MODEL")
+    p.add_argument("--in-channels", type=_positive, default=3, help="input channels for --prunability MODEL")
+    p.add_argument("--num-classes", type=_positive, default=10, help="classes for --prunability MODEL")
+    p.add_argument("--round-to", type=_positive, default=1, help="as in `shrink --round-to`")
+
+
+def run_prunability(args: argparse.Namespace) -> int:
+    """Print the prunability report of ``args.prunability``."""
+    from secateurs.experiment.shrink_run import prunability_of
+    from secateurs.structured.prunability import render_prunability
+
+    report = prunability_of(args.prunability, image_size=args.image_size, in_channels=args.in_channels,
+                            num_classes=args.num_classes, round_to=args.round_to)
+    _out(json.dumps(report, indent=2) if getattr(args, "json", False) else render_prunability(report))
+    return 0

@@ -1,0 +1,178 @@
+"""``secateurs shrink RUN`` and ``secateurs inspect --prunability``: structural compaction of a run.
+
+A filter-pruned run becomes a directory holding ``arch.json`` (kept channels per group),
+``model.safetensors`` (the smaller weights), ``report.json`` (sizes before/after, the prediction
+they must equal, output differences, accuracy before/after, bytes on disk) and optionally
+``model.onnx``. Unstructured, kernel and N:M runs have no channels to remove; ``sparse_format``
+stores their weights compressed instead (``weights.sparse.safetensors``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from secateurs.core.granularity import Filter
+from secateurs.core.masks import MaskSet
+from secateurs.data import DataBundle, build_data
+from secateurs.errors import UsageError
+from secateurs.experiment.config import RunConfig, load_recipe
+from secateurs.metrics import count_macs, count_params
+from secateurs.models import build_model
+from secateurs.train.checkpoint import load_model_weights
+
+__all__ = ["LoadedRun", "load_run", "prunability_of", "shrink_run"]
+
+SPARSE_FILE = "weights.sparse.safetensors"
+ONNX_FILE = "model.onnx"
+_EVAL_BATCH = 64
+
+
+@dataclass
+class LoadedRun:
+    """A finished run rebuilt in memory: its config, report, masks, model (finalised) and data."""
+
+    config: RunConfig
+    report: dict[str, Any]
+    masks: MaskSet
+    model: nn.Module
+    data: DataBundle
+    model_info: dict[str, Any]
+
+    @property
+    def example_input(self) -> torch.Tensor:
+        """One test image, the shape the model was built for."""
+        return next(iter(self.data.test))[0][:1].cpu()
+
+
+def load_run(run: str | Path) -> LoadedRun:
+    """Rebuild a finished pruning run's model (weights loaded, masks validated) on the CPU."""
+    run = Path(run)
+    for name in ("config.yaml", "report.json", "model.safetensors"):
+        if not (run / name).exists():
+            raise UsageError(f"{run} is not a finished secateurs run (no {name})")
+    if not (run / "masks.safetensors").exists():
+        raise UsageError(f"{run} is a dense run (no masks.safetensors): there is nothing to shrink")
+    config = RunConfig.from_dict(load_recipe(run / "config.yaml"))
+    report = json.loads((run / "report.json").read_text())
+    masks = MaskSet.load(run / "masks.safetensors")
+    data = build_data(config.data, data_dir=config.data_dir, batch_size=_EVAL_BATCH, eval_batch_size=_EVAL_BATCH,
+                      augment=False, seed=config.seed, limit_train=config.limit_train, limit_test=config.limit_test)
+    info = {"name": config.model, "in_channels": data.in_channels, "num_classes": data.num_classes,
+            "image_size": [data.image_size, data.image_size]}
+    model = build_model(config.model, in_channels=data.in_channels, num_classes=data.num_classes,
+                        image_size=data.image_size)
+    from safetensors.torch import load_file
+
+    load_model_weights(model, load_file(str(run / "model.safetensors")), str(run))
+    masks.validate(model)
+    return LoadedRun(config, report, masks, model.eval(), data, info)
+
+
+def _guard_out(run: Path, out: Path) -> None:
+    if out.resolve() == run.resolve():
+        raise UsageError("--out must be a new directory, not the run itself")
+    if any((out / name).exists() for name in ("arch.json", SPARSE_FILE)):
+        raise UsageError(f"{out} already holds an export; choose another --out")
+
+
+def _accuracy(model: nn.Module, loaded: LoadedRun) -> float:
+    from secateurs.train import evaluate
+
+    return evaluate(model, loaded.data.test, amp=False)["accuracy"]
+
+
+def _sparse_export(loaded: LoadedRun, out: Path, layout: str, model: nn.Module | None = None) -> dict[str, Any]:
+    from secateurs.export import load_sparse, save_sparse
+
+    state = (model or loaded.model).state_dict()
+    masks = loaded.masks if model is None else None
+    written = save_sparse(out / SPARSE_FILE, state, layout=layout, masks=masks)
+    restored = load_sparse(out / SPARSE_FILE)
+    exact = all(torch.equal(restored[k], v.cpu()) for k, v in state.items())
+    return {"file": SPARSE_FILE, "layout": layout, "round_trip_exact": exact, **written.to_dict()}
+
+
+def shrink_run(
+    run: str | Path,
+    out: str | Path,
+    *,
+    round_to: int = 1,
+    onnx: bool = False,
+    sparse_format: str | None = None,
+    approximate: bool = False,
+) -> dict[str, Any]:
+    """Shrink (or, for non-filter runs, compress) a finished run into ``out``; return the report."""
+    from secateurs.structured import save_shrunk, shrink
+    from secateurs.structured.shrink import forward_outputs
+    from secateurs.utils.io import save_json
+
+    run, out = Path(run), Path(out)
+    loaded = load_run(run)
+    _guard_out(run, out)
+    granularities = sorted({str(e.granularity) for e in loaded.masks.values()})
+    base = {"run": str(run), "model": loaded.config.model, "dataset": loaded.config.data,
+            "method": loaded.report.get("method"), "granularity": ",".join(granularities)}
+    if not all(isinstance(e.granularity, Filter) for e in loaded.masks.values()):
+        if sparse_format is None:
+            raise UsageError(f"{run} is a {base['granularity']} run: shrink removes whole channels and needs "
+                             "--granularity filter; store it compressed with --sparse-format bitmask")
+        out.mkdir(parents=True, exist_ok=True)
+        report = {**base, "sparse": _sparse_export(loaded, out, sparse_format)}
+        save_json(report, out / "report.json")
+        return report
+    example = loaded.example_input
+    result = shrink(loaded.model, loaded.masks, example, round_to=round_to, approximate=approximate,
+                    model_info=loaded.model_info)
+    save_shrunk(result.model, result.spec, out)
+    batch = next(iter(loaded.data.test))[0][:_EVAL_BATCH].cpu()
+    after_params, after_macs = count_params(result.model), count_macs(result.model, example).dense
+    pred = result.prediction
+    dense_bytes = sum(t.numel() * 4 for t in loaded.model.state_dict().values())
+    report = {
+        **base,
+        "round_to": round_to,
+        "params_before": pred.params_before, "params_after": after_params, "params_predicted": pred.params_after,
+        "macs_before": pred.macs_before, "macs_after": after_macs, "macs_predicted": pred.macs_after,
+        "prediction_matches": after_params == pred.params_after and after_macs == pred.macs_after,
+        "channels_removed": result.plan.removed_channels, "channels_masked": result.plan.masked_channels,
+        "max_abs_diff_reference": result.max_abs_diff,
+        "max_abs_diff_vs_run": max(float((a - b).abs().max()) for a, b in zip(
+            forward_outputs(loaded.model, batch), forward_outputs(result.model, batch), strict=True)),
+        "accuracy_run": _accuracy(loaded.model, loaded),
+        "accuracy_shrunk": _accuracy(result.model, loaded),
+        "bytes_dense_fp32": dense_bytes,
+        "bytes_on_disk": (out / "model.safetensors").stat().st_size,
+        "groups": [{"root": g.root, "channels": g.channels, "kept": len(g.keep), "masked": g.masked, "note": g.note}
+                   for g in result.plan.groups if g.removed or g.masked],
+    }
+    if onnx:
+        from secateurs.export import check_onnx, export_onnx
+
+        export_onnx(result.model, example, out / ONNX_FILE)
+        report["onnx"] = {"file": ONNX_FILE, "max_abs_diff": check_onnx(out / ONNX_FILE, result.model, batch)}
+    if sparse_format is not None:
+        report["sparse"] = _sparse_export(loaded, out, sparse_format, model=result.model)
+    save_json(report, out / "report.json")
+    return report
+
+
+def prunability_of(
+    target: str, *, image_size: int | None = None, in_channels: int = 3, num_classes: int = 10, round_to: int = 1
+) -> dict[str, Any]:
+    """The prunability report of a zoo model name, or of a run directory (then with its masks)."""
+    from secateurs.structured.prunability import prunability_report
+
+    path = Path(target)
+    if path.is_dir():
+        loaded = load_run(path)
+        masks = loaded.masks if all(isinstance(e.granularity, Filter) for e in loaded.masks.values()) else None
+        return prunability_report(loaded.model, loaded.example_input, masks, round_to=round_to)
+    size = image_size or (224 if target.startswith("torchvision:") else 32)
+    model = build_model(target, in_channels=in_channels, num_classes=num_classes, image_size=size).eval()
+    return prunability_report(model, torch.randn(1, in_channels, size, size))

@@ -1,0 +1,149 @@
+"""The Continuous Sparsification gate and its schedules (helpers of :mod:`.continuous_sparsification`).
+
+``CSGate`` is the parametrization: one real score ``s`` per unit (per weight for the paper's
+unstructured setting), initialised to ``s0``; in training the weight is multiplied by the
+deterministic soft gate ``σ(β s) / σ(s0)``, in evaluation by the hard gate ``1[s > 0] / σ(s0)``.
+Once the mask is fixed (fine-tuning or ticket training) the gate is a stored boolean mask and the
+scores no longer enter the forward pass. Every piece of state (scores, β, λ, the fixed mask) lives
+in the module, so ``model.state_dict()`` carries it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from secateurs.core.granularity import Granularity
+from secateurs.core.parametrize import MaskParametrization
+
+__all__ = ["CSGate", "beta_at", "ramp"]
+
+
+def beta_at(index: int, round_steps: int, beta_final: float) -> float:
+    """Inverse temperature for the ``index``-th step (0-based) of a round of ``round_steps`` steps.
+
+    Exponential growth ``β = β_T ** (index / (round_steps - 1))``: 1 at the first step of the round,
+    ``β_T`` at its last (the paper's per-epoch schedule ``β_T ** (e / (E - 1))``, taken per step).
+    """
+    if round_steps <= 1:
+        return float(beta_final)
+    t = min(max(index / (round_steps - 1), 0.0), 1.0)
+    return float(beta_final) ** t
+
+
+def ramp(progress: float, start: float, end: float, until: float) -> float:
+    """Target sparsity along a round: cubic from ``start`` to ``end``, reached at ``until`` of the round.
+
+    The cubic (Zhu & Gupta's shape) moves fast while β is small and the gates can still move, and
+    holds ``end`` for the rest of the round so that the signs settle at the target as β grows.
+    """
+    t = 1.0 if until <= 0 else min(max(progress / until, 0.0), 1.0)
+    return end + (start - end) * (1.0 - t) ** 3
+
+
+class _ScaleGrad(torch.autograd.Function):
+    """Identity forward; backward multiplies the gradient by ``k`` (an exact learning-rate scale for SGD)."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: Tensor, k: float) -> Tensor:  # type: ignore[override]
+        ctx.k = k  # type: ignore[attr-defined]
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        return grad * ctx.k, None  # type: ignore[attr-defined]
+
+
+class CSGate(MaskParametrization):
+    """``weight * expand(gate)`` with ``gate = σ(β s)/σ(s0)`` (train), ``1[s>0]/σ(s0)`` (eval), or fixed.
+
+    Attributes:
+        scores: the mask parameter ``s`` at unit shape (trained, no weight decay).
+        beta: current inverse temperature (0-d buffer, set by the method each step).
+        log_lam: natural log of this tensor's λ (0-d buffer; adapted in target mode).
+        log_lam_integral: the integral part of the λ controller (0-d buffer).
+        frozen: whether the mask is fixed (0-d bool buffer).
+        fixed: the fixed boolean unit mask (meaningful once ``frozen``).
+        scale: ``1/σ(s0)`` (0-d buffer), so that the network starts exactly dense (1 when disabled);
+            folded into the weight when the mask is fixed (:meth:`fold_scale_`).
+        unit_size: weight elements per unit (the L1 penalty counts weight elements).
+        grad_scale: factor on the scores' gradient (the scores' learning rate relative to the weights').
+    """
+
+    beta: Tensor
+    scale: Tensor
+    log_lam: Tensor
+    log_lam_integral: Tensor
+    frozen: Tensor
+    fixed: Tensor
+
+    def __init__(
+        self,
+        granularity: Granularity,
+        weight_shape: torch.Size,
+        *,
+        s0: float,
+        lam: float,
+        rescale: bool = True,
+        grad_scale: float = 1.0,
+        device: torch.device | None = None,
+    ) -> None:
+        super().__init__(granularity, weight_shape)
+        unit = granularity.unit_shape(weight_shape)
+        self.scores = nn.Parameter(torch.full(unit, float(s0), device=device))
+        self.register_buffer("beta", torch.ones((), device=device))
+        log_lam = math.log(lam) if lam > 0 else -math.inf
+        self.register_buffer("log_lam", torch.tensor(log_lam, device=device))
+        self.register_buffer("log_lam_integral", torch.tensor(log_lam, device=device))
+        self.register_buffer("frozen", torch.zeros((), dtype=torch.bool, device=device))
+        self.register_buffer("fixed", torch.ones(unit, dtype=torch.bool, device=device))
+        self.s0 = float(s0)
+        self.register_buffer("scale", torch.tensor(1.0 + math.exp(-self.s0) if rescale else 1.0, device=device))
+        self.unit_size = granularity.unit_size(weight_shape)
+        self.grad_scale = float(grad_scale)
+
+    # ------------------------------------------------------------------ gates
+    def soft_gate(self) -> Tensor:
+        """``σ(β s) / σ(s0)`` (differentiable in ``s``)."""
+        scores = self.scores if self.grad_scale == 1.0 else _ScaleGrad.apply(self.scores, self.grad_scale)
+        return torch.sigmoid(self.beta * scores) * self.scale
+
+    def sign_mask(self) -> Tensor:
+        """The mask the scores alone define: keep a unit iff ``s > 0``."""
+        return self.scores.detach() > 0
+
+    def unit_mask(self, weight: Tensor) -> Tensor:
+        # torch.where rather than ``if self.frozen``: no host synchronisation in the forward pass.
+        fixed = self.fixed.to(weight.dtype) * self.scale
+        live = self.soft_gate() if self.training else self.sign_mask().to(weight.dtype) * self.scale
+        return torch.where(self.frozen, fixed, live)
+
+    def hard_mask(self, weight: Tensor) -> Tensor:
+        return torch.where(self.frozen, self.fixed, self.sign_mask())
+
+    # ------------------------------------------------------------------ state changes
+    def l1(self) -> Tensor:
+        """``Σ`` of the soft gate over the tensor's weight elements (the paper's ‖σ(βs)‖₁ incl. scaling)."""
+        return self.soft_gate().sum() * self.unit_size
+
+    @torch.no_grad()
+    def reset_(self, factor: float) -> None:
+        """End-of-round reset ``s <- min(factor * s, s0)``."""
+        self.scores.copy_(torch.clamp(self.scores * factor, max=self.s0))
+
+    @torch.no_grad()
+    def freeze_(self, mask: Tensor) -> None:
+        """Fix the mask; the scores stop entering the forward pass."""
+        self.fixed.copy_(mask.to(torch.bool).reshape(self.fixed.shape))
+        self.frozen.fill_(True)
+
+    @torch.no_grad()
+    def fold_scale_(self, weight: Tensor) -> None:
+        """Move the gate's scale into ``weight`` (the original): same function, plain gradient geometry."""
+        weight.mul_(self.scale.to(weight.dtype))
+        self.scale.fill_(1.0)
+
+    def extra_repr(self) -> str:
+        return f"{self.granularity}, s0={self.s0:g}"

@@ -1,0 +1,83 @@
+"""``secateurs report DIR``: read a bench directory, write the tables, plots and HTML page."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from secateurs.bench.results import latest_by_cell, read_results
+from secateurs.errors import UsageError
+from secateurs.reporting.aggregate import SummaryRow, failures, summarize
+from secateurs.reporting.html import render_html
+from secateurs.reporting.tables import build_tables, render_markdown, write_csv
+
+__all__ = ["ReportFiles", "write_report"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReportFiles:
+    """The files a report wrote."""
+
+    markdown: Path
+    csv: Path
+    html: Path
+    images: list[Path] = field(default_factory=list)
+
+    def all(self) -> list[Path]:
+        """Every file, the page first."""
+        return [self.html, self.markdown, self.csv, *self.images]
+
+
+def write_report(bench_dir: str | Path, out: str | Path | None = None, *, plots: bool = True) -> ReportFiles:
+    """Write ``results.md``, ``results.csv``, ``index.html`` and ``img/*.png`` for a bench directory.
+
+    Args:
+        bench_dir: a directory written by :func:`secateurs.bench.run_suite`.
+        out: where the report goes (default ``bench_dir/report``).
+        plots: draw the PNG plots (needs matplotlib; without it the tables are still written).
+
+    Raises:
+        UsageError: the directory holds no results.
+    """
+    bench_dir = Path(bench_dir)
+    out = Path(out) if out is not None else bench_dir / "report"
+    records = list(latest_by_cell(read_results(bench_dir)).values())
+    if not records:
+        raise UsageError(f"{bench_dir} holds no results (results.jsonl is missing or empty)")
+    title, description = _suite_text(bench_dir)
+    rows = summarize(records)
+    tables = build_tables(rows)
+    failed = failures(records)
+    out.mkdir(parents=True, exist_ok=True)
+    images = _plots(rows, bench_dir, out) if plots else []
+    links = [(p.relative_to(out).as_posix(), caption) for p, caption in images]
+    files = ReportFiles(out / "results.md", out / "results.csv", out / "index.html", [p for p, _ in images])
+    files.markdown.write_text(render_markdown(tables, title=title, description=description, failures=failed,
+                                              images=links))
+    write_csv(rows, files.csv)
+    files.html.write_text(render_html(tables, title=title, description=description, failures=failed, images=links))
+    return files
+
+
+def _plots(rows: list[SummaryRow], bench_dir: Path, out: Path) -> list[tuple[Path, str]]:
+    if importlib.util.find_spec("matplotlib") is None:
+        log.warning("matplotlib is not installed (pip install secateurs[report]); the report has no plots")
+        return []
+    from secateurs.reporting.plots import make_plots
+
+    return [(p.path, p.title) for p in make_plots(rows, bench_dir, out / "img")]
+
+
+def _suite_text(bench_dir: Path) -> tuple[str, str]:
+    """Title and description from the suite copy the runner saved (defaults when it is missing)."""
+    path = bench_dir / "suite.yaml"
+    raw = yaml.safe_load(path.read_text()) if path.exists() else None
+    raw = raw if isinstance(raw, dict) else {}
+    name = raw.get("name") or bench_dir.name
+    return f"Benchmark report: {name}", str(raw.get("description") or "")

@@ -1,0 +1,362 @@
+"""Channel dependencies of a model, found with torch-pruning's DependencyGraph.
+
+This is the only module of secateurs that imports ``torch_pruning`` (lazily, inside the functions):
+everything else works with the plain :class:`~secateurs.structured.groups.ChannelGroup` values it
+returns, so the dependency can be replaced without touching methods, metrics or the command line.
+
+Torch-pruning traces one forward pass through autograd and links every convolution, linear layer,
+normalisation and free parameter to the channels it shares through residual additions,
+concatenations, splits, flattening and grouped or depthwise convolutions. :class:`ChannelGraph`
+turns each of its groups into parameter dimensions and says which groups can be removed physically;
+:meth:`ChannelGraph.remove_channels_` then cuts them with torch-pruning's layer functions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from secateurs.errors import UsageError
+from secateurs.structured.groups import ChannelGroup, GroupMember
+
+__all__ = ["ChannelGraph", "coupled_channel_groups"]
+
+_NORMS_ACROSS_CHANNELS = (nn.LayerNorm, nn.GroupNorm)
+
+
+def _as_tuple(example_input: Any) -> tuple[Any, ...]:
+    return example_input if isinstance(example_input, tuple) else (example_input,)
+
+
+class ChannelGraph:
+    """Torch-pruning's dependency graph of one model, addressed by module and parameter names.
+
+    Building the graph runs one forward pass with gradients enabled (autograd records the graph);
+    the model's train/eval modes are restored afterwards and its weights are not changed.
+
+    Args:
+        model: The model (without parametrizations attached for :meth:`remove_channels_`).
+        example_input: One input tensor, or a tuple of positional inputs.
+
+    Raises:
+        UsageError: If the model cannot be traced on the example input.
+    """
+
+    def __init__(self, model: nn.Module, example_input: Any) -> None:
+        import torch_pruning as tp
+
+        _make_reshape_mapping_safe(tp)
+        self.model = model
+        self._tp = tp
+        modes = [(m, m.training) for m in model.modules()]
+        try:
+            with torch.enable_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch-pruning warns through print-like channels
+                self._dg = tp.DependencyGraph().build_dependency(
+                    model, example_inputs=_as_tuple(example_input), verbose=False
+                )
+        except (RuntimeError, TypeError, ValueError, AssertionError) as exc:
+            raise UsageError(f"cannot trace {type(model).__name__} for channel dependencies: "
+                             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        finally:
+            for module, training in modes:
+                module.training = training
+        self._names = {module: name for name, module in model.named_modules()}
+
+    # ------------------------------------------------------------------------------------ groups
+    def groups(self) -> list[ChannelGroup]:
+        """Every channel group rooted at a convolution or linear layer, in trace order.
+
+        Like torch-pruning's ``get_all_groups``, but a group whose channels torch-pruning cannot
+        follow (it raises) becomes a blocked group instead of ending the enumeration.
+        """
+        dg, found, seen = self._dg, [], set()
+        for module in list(dg.module2node):
+            if not isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)) or module in seen:
+                continue
+            pruner = dg.get_pruner_of_module(module)
+            channels = None if pruner is None else pruner.get_out_channels(module)
+            if channels is None:
+                continue
+            try:
+                group = dg.get_pruning_group(module, pruner.prune_out_channels, list(range(channels)))
+            except (IndexError, KeyError, ValueError, ZeroDivisionError, RuntimeError, AssertionError) as exc:
+                seen.add(module)
+                found.append(self._untraceable(module, channels, exc))
+                continue
+            seen.update(item.dep.target.module for item in group
+                        if dg.is_out_channel_pruning_fn(item.dep.handler))
+            found.append(self._describe(group))
+        return found
+
+    def _untraceable(self, module: nn.Module, channels: int, exc: Exception) -> ChannelGroup:
+        name = self._names.get(module, "")
+        weight = f"{name}.weight" if name else "weight"
+        member = GroupMember(weight, 0, "out", True, tuple(range(channels)), tuple(range(channels)))
+        return ChannelGroup(root=name, channels=channels, members=(member,),
+                            blocker=f"torch-pruning cannot follow these channels ({type(exc).__name__})")
+
+    def _describe(self, group: Any) -> ChannelGroup:
+        tp = self._tp
+        root_module = group[0].dep.target.module
+        root = self._names.get(root_module, "")
+        channels = len(group[0].idxs)
+        members: list[GroupMember] = []
+        blockers: list[str] = []
+        exact = True
+        chunk_counts: list[int] = []
+        for item in group:
+            node = item.dep.target
+            module = node.module
+            is_out = self._dg.is_out_channel_pruning_fn(item.dep.handler)
+            # The model's output is an _OutputOp node, or (when the last op is a layer) a node
+            # whose output nothing reads.
+            if is_out and (not node.outputs or any(o.type == tp.ops.OPTYPE.OUTPUT for o in node.outputs)):
+                blockers.append("feeds the model output")
+            found, blocker = self._members(module, node, is_out, item.idxs, item.root_idxs)
+            if node.type == tp.ops.OPTYPE.RESHAPE and not _understood_reshape(tp, self._dg, node):
+                blocker = "a reshape that regroups channels (e.g. a channel shuffle)"
+            if blocker:
+                blockers.append(blocker)
+            if isinstance(module, _NORMS_ACROSS_CHANNELS):
+                exact = False
+            for member in found:
+                if member.chunks > 1:
+                    if member.index != member.channel:
+                        blockers.append("grouped convolution behind a reshape or concatenation")
+                    chunk_counts.append(member.chunks)
+            members.extend(found)
+        chunks = math.lcm(*chunk_counts) if chunk_counts else 1
+        if channels % chunks:
+            blockers.append(f"{channels} channels do not split into {chunks} equal groups")
+        if not any(m.producer for m in members):
+            blockers.append("no layer produces these channels")
+        return ChannelGroup(root=root, channels=channels, members=tuple(_merge(members)),
+                            blocker=blockers[0] if blockers else None, exact=exact, chunks=chunks)
+
+    def _members(
+        self, module: Any, node: Any, is_out: bool, idxs: Sequence[int], root_idxs: Sequence[int]
+    ) -> tuple[list[GroupMember], str | None]:
+        """The parameter dimensions of one group item, or why the item blocks removal."""
+        tp = self._tp
+        index, channel = tuple(int(i) for i in idxs), tuple(int(c) for c in root_idxs)
+
+        def member(param: str, dim: int, role: str, producer: bool, chunks: int = 1) -> GroupMember:
+            return GroupMember(param, dim, role, producer, index, channel, chunks)  # type: ignore[arg-type]
+
+        if isinstance(module, nn.Parameter):
+            name = self._dg._param_to_name.get(module)
+            if name is None:
+                return [], "a parameter that cannot be named"
+            return [member(name, node.pruning_dim % module.dim(), "out", True)], None
+        prefix = self._names.get(module)
+        if prefix is None:  # one of torch-pruning's placeholders for functional operations
+            return [], _placeholder_blocker(tp, module)
+        prefix = f"{prefix}." if prefix else ""
+        for types, describe in _LAYER_MEMBERS:
+            if isinstance(module, types):
+                return describe(module, prefix, is_out, member)
+        return [], f"unsupported layer {type(module).__name__}"
+
+    # ----------------------------------------------------------------------------------- removal
+    def remove_channels_(self, root: str, channels: Sequence[int]) -> None:
+        """Physically remove channels of the group rooted at ``root`` from every coupled layer.
+
+        Args:
+            root: Name of the group's root layer (:attr:`ChannelGroup.root`).
+            channels: Channels to remove, numbered as the root layer's output channels.
+
+        Raises:
+            UsageError: If the model has no layer of that name.
+        """
+        if not channels:
+            return
+        try:
+            module = self.model.get_submodule(root)
+        except AttributeError:
+            raise UsageError(f"the model has no layer {root!r}") from None
+        pruner = self._dg.get_pruner_of_module(module)
+        if pruner is None or module not in self._dg.module2node:
+            raise UsageError(f"layer {root!r} is not part of the traced forward pass")
+        group = self._dg.get_pruning_group(module, pruner.prune_out_channels, sorted(int(c) for c in channels))
+        group.prune(record_history=False)
+
+    def out_channels(self, root: str) -> int | None:
+        """Output channels of a layer as torch-pruning counts them (None if not a prunable layer)."""
+        try:
+            module = self.model.get_submodule(root)
+        except AttributeError:
+            return None
+        pruner = self._dg.get_pruner_of_module(module)
+        return None if pruner is None else pruner.get_out_channels(module)
+
+
+def _conv_members(module: Any, prefix: str, is_out: bool, member: Any) -> tuple[list[GroupMember], str | None]:
+    if module.transposed:
+        return [], "transposed convolution"
+    if module.groups == module.out_channels and module.out_channels > 1:
+        # Depthwise: its input and output channels are the same channels, so it produces them too.
+        return _with_bias(module, prefix, member), None
+    if is_out:
+        return _with_bias(module, prefix, member, module.groups), None
+    return [member(prefix + "weight", 1, "in", False, module.groups)], None
+
+
+def _with_bias(module: Any, prefix: str, member: Any, chunks: int = 1) -> list[GroupMember]:
+    found = [member(prefix + "weight", 0, "out", True, chunks)]
+    if getattr(module, "bias", None) is not None:
+        found.append(member(prefix + "bias", 0, "out", False, chunks))
+    return found
+
+
+def _linear_members(module: Any, prefix: str, is_out: bool, member: Any) -> tuple[list[GroupMember], str | None]:
+    return (_with_bias(module, prefix, member) if is_out else [member(prefix + "weight", 1, "in", False)]), None
+
+
+def _norm_members(module: Any, prefix: str, is_out: bool, member: Any) -> tuple[list[GroupMember], str | None]:
+    # BatchNorm, InstanceNorm, GroupNorm, LayerNorm: per-channel scale and shift follow the channel.
+    if isinstance(module, nn.LayerNorm) and len(module.normalized_shape) != 1:
+        return [], "LayerNorm over several dimensions"
+    chunks = module.num_groups if isinstance(module, nn.GroupNorm) else 1
+    return [member(prefix + n, 0, "out", False, chunks) for n in ("weight", "bias")
+            if getattr(module, n, None) is not None], None
+
+
+def _prelu_members(module: Any, prefix: str, is_out: bool, member: Any) -> tuple[list[GroupMember], str | None]:
+    return ([member(prefix + "weight", 0, "out", False)] if module.num_parameters > 1 else []), None
+
+
+def _embedding_members(module: Any, prefix: str, is_out: bool, member: Any) -> tuple[list[GroupMember], str | None]:
+    return [member(prefix + "weight", 1, "out", True)], None
+
+
+def _attention_members(module: Any, prefix: str, is_out: bool, member: Any) -> tuple[list[GroupMember], str | None]:
+    return [], "multi-head attention (the head width would change)"
+
+
+_NORMS = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm, nn.GroupNorm, nn.LayerNorm)
+_LAYER_MEMBERS: tuple[tuple[Any, Any], ...] = (
+    (nn.modules.conv._ConvNd, _conv_members),
+    (nn.Linear, _linear_members),
+    (_NORMS, _norm_members),
+    (nn.PReLU, _prelu_members),
+    (nn.Embedding, _embedding_members),
+    (nn.MultiheadAttention, _attention_members),
+)
+
+
+#: More indices than this in one flatten mapping means torch-pruning is looping through reshapes.
+_MAX_MAPPED_INDICES = 1 << 20
+
+
+class _IndexExplosionError(RuntimeError):
+    """torch-pruning's flatten index mapping grew without bound."""
+
+
+def _make_reshape_mapping_safe(tp: Any) -> None:
+    """Two guards around torch-pruning's reshape handling, installed once.
+
+    It divides by zero on some reshapes (ShuffleNet's channel shuffle): those stay unmapped instead of
+    failing the whole trace (:func:`_understood_reshape` then blocks their groups). And on some
+    transformers (Swin) its flatten mapping multiplies the index lists round a cycle until memory runs
+    out: past a bound the group is reported as untraceable instead.
+    """
+    module = tp.dependency.index_mapping
+    if getattr(module, "_secateurs_safe_reshape", False):
+        return
+    original = module.update_reshape_index_mapping
+
+    def update_reshape_index_mapping(graph: Any, node: Any) -> None:
+        with contextlib.suppress(ZeroDivisionError):
+            original(graph, node)
+
+    flatten = module._FlattenIndexMapping
+    flatten_call = flatten.__call__
+
+    def bounded_call(self: Any, idxs: Any) -> Any:
+        if not self.reverse and len(idxs) * self._stride > _MAX_MAPPED_INDICES:
+            raise _IndexExplosionError("channel indices multiply through reshapes")
+        return flatten_call(self, idxs)
+
+    module.update_reshape_index_mapping = update_reshape_index_mapping
+    flatten.__call__ = bounded_call
+    module._secateurs_safe_reshape = True
+
+
+def _understood_reshape(tp: Any, dg: Any, node: Any) -> bool:
+    """Whether torch-pruning's channel indices stay right through a reshape.
+
+    They do for a flatten of ``(N, C, H, W)`` into features (torch-pruning maps channel ``c`` to
+    features ``c*H*W ...``), and for reshapes that keep the channel dimension (dimension 1, or the
+    last one for channels-last tensors such as a linear layer's ``(B, L, C)`` input) and only merge or
+    split the others. A channel shuffle or a split into attention heads regroups channels.
+    """
+    flatten = tp.dependency.index_mapping._FlattenIndexMapping
+    if any(isinstance(m, flatten) for dep in node.dependencies for m in dep.index_mapping):
+        return True
+    grad_fn = node.grad_fn
+    before = getattr(grad_fn, "_saved_self_sym_sizes", None) or getattr(grad_fn, "_saved_self_sizes", None)
+    try:
+        after = grad_fn._input_metadata[0].shape  # the forward output's shape
+    except (AttributeError, IndexError, RuntimeError):
+        return False
+    if before is None:
+        return False
+    before, after = [int(d) for d in before], [int(d) for d in after]
+    if len(before) == 4 and len(after) == 2 and before[2] * before[3] == 1:
+        return True  # (N, C, 1, 1) -> (N, C)
+    channels = next((c for c in (tp.dependency.shape_infer.infer_out_channels_recursively(dg, n, [0])
+                                 for n in node.inputs) if c), None)
+    if channels is None or len(before) < 2 or len(after) < 2:
+        return False
+    keeps_dim1 = before[1] == after[1] == channels and math.prod(before[2:]) == math.prod(after[2:])
+    return keeps_dim1 or before[-1] == after[-1] == channels
+
+
+def _placeholder_blocker(tp: Any, module: Any) -> str | None:
+    ops = tp.ops
+    if isinstance(module, ops._OutputOp):
+        return "feeds the model output"
+    if isinstance(module, ops._CustomizedOp):
+        return "a customised layer"
+    if isinstance(module, ops._ElementWiseOp) and str(module._grad_fn) == "Unknown":
+        return "an unknown operation"
+    return None
+
+
+def _merge(members: list[GroupMember]) -> list[GroupMember]:
+    """One member per (param, dim): a layer reached twice (e.g. a shared block) lists its positions once."""
+    merged: dict[tuple[str, int], GroupMember] = {}
+    for m in members:
+        key = (m.param, m.dim)
+        if key not in merged:
+            merged[key] = m
+            continue
+        old = merged[key]
+        pairs = dict.fromkeys(zip(old.index, old.channel, strict=True))
+        pairs.update(dict.fromkeys(zip(m.index, m.channel, strict=True)))
+        index, channel = zip(*pairs, strict=True) if pairs else ((), ())
+        merged[key] = GroupMember(old.param, old.dim, old.role, old.producer or m.producer, tuple(index),
+                                  tuple(channel), max(old.chunks, m.chunks))
+    return list(merged.values())
+
+
+def coupled_channel_groups(model: nn.Module, example_input: Any) -> list[ChannelGroup]:
+    """The model's coupled channel groups (residual adds, concatenation, grouped convs, norms).
+
+    Args:
+        model: The model. Its weights and modes are left unchanged.
+        example_input: One input tensor of the model, or a tuple of positional inputs (a batch of 1
+            at the real image size is enough).
+
+    Returns:
+        One :class:`ChannelGroup` per set of coupled channels, each rooted at a convolution or
+        linear layer; :attr:`ChannelGroup.blocker` says where physical removal is impossible.
+    """
+    return ChannelGraph(model, example_input).groups()

@@ -1,0 +1,123 @@
+"""What a removal plan does to a model, computed before (and independently of) the removal.
+
+``predict_shrunk_size`` counts parameters and MACs from the groups' parameter dimensions alone, with
+no physical surgery, so ``secateurs inspect --prunability`` can say what ``secateurs shrink`` will
+deliver, and the tests can hold the shrinker to it. ``zero_dead_channels_`` writes the plan into a
+model in place (every coupled tensor zeroed at the removed channels): the reference the shrunk model
+must match exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from secateurs.metrics import count_macs
+from secateurs.structured.groups import ChannelGroup
+from secateurs.structured.plan import RemovalPlan
+
+__all__ = ["SizePrediction", "predict_shrunk_size", "zero_dead_channels_"]
+
+
+@dataclass(frozen=True)
+class SizePrediction:
+    """Parameters and MACs of a model before and after a removal plan.
+
+    Attributes:
+        params_before: Parameters of the model as it is.
+        params_after: Parameters after removing the plan's channels.
+        macs_before: MACs of one forward pass on the example input.
+        macs_after: MACs after removal (convolutions and linear layers scale with their weights;
+            other operations are counted unchanged).
+    """
+
+    params_before: int
+    params_after: int
+    macs_before: int
+    macs_after: int
+
+
+def _positions(
+    groups: list[ChannelGroup], plan: RemovalPlan, model: nn.Module, which: str
+) -> dict[tuple[str, int], set[int]]:
+    """(param, dim) -> positions hit by the plan's removed (``which="removed"``) or dead channels."""
+    params = dict(model.named_parameters())
+    by_root = plan.by_root()
+    hit: dict[tuple[str, int], set[int]] = defaultdict(set)
+    for group in groups:
+        decided = by_root.get(group.root)
+        chosen = decided.removed if decided is not None and which == "removed" else (
+            decided.dead if decided is not None else ())
+        if not chosen:
+            continue
+        vector = torch.zeros(group.channels, dtype=torch.bool)
+        vector[list(chosen)] = True
+        for member in group.members:
+            if member.param in params:
+                size = params[member.param].shape[member.dim]
+                hit[(member.param, member.dim)].update(member.tensor_positions(vector, size).tolist())
+    return hit
+
+
+def predict_shrunk_size(
+    model: nn.Module, groups: list[ChannelGroup], plan: RemovalPlan, example_input: Any
+) -> SizePrediction:
+    """Parameters and MACs the model will have once the plan's channels are removed.
+
+    Args:
+        model: The unshrunk model.
+        groups: Its channel groups.
+        plan: The removal plan.
+        example_input: Input of the MAC count (its batch size scales the MACs).
+
+    Returns:
+        The counts before and after.
+    """
+    removed = _positions(groups, plan, model, "removed")
+    new_numel: dict[str, int] = {}
+    before = after = 0
+    for name, param in model.named_parameters():
+        shape = list(param.shape)
+        for (pname, dim), positions in removed.items():
+            if pname == name:
+                shape[dim] -= len(positions)
+        new_numel[name] = math.prod(shape)
+        before += param.numel()
+        after += new_numel[name]
+    macs = count_macs(model, example_input)
+    macs_after = macs.dense
+    for layer in macs.per_layer:
+        weight = f"{layer.name}.weight" if layer.name else "weight"
+        old = model.get_parameter(weight).numel()
+        # Convolution and linear MACs are (weight elements) x (output positions): they scale exactly.
+        macs_after += layer.dense * new_numel.get(weight, old) // old - layer.dense
+    return SizePrediction(before, after, macs.dense, macs_after)
+
+
+@torch.no_grad()
+def zero_dead_channels_(model: nn.Module, groups: list[ChannelGroup], plan: RemovalPlan) -> nn.Module:
+    """Zero, in place, every coupled tensor at the plan's dead channels.
+
+    Filters, biases and normalisation scales and shifts of a dead channel become zero, and so do the
+    input weights of the layers reading it, so the channel contributes nothing anywhere: exactly what
+    removing it does. (A filter mask alone zeroes only the filter; a following batch norm still adds
+    its shift, which physical removal drops.)
+
+    Args:
+        model: The model to change.
+        groups: Its channel groups.
+        plan: The removal plan.
+
+    Returns:
+        ``model``.
+    """
+    for (name, dim), positions in _positions(groups, plan, model, "dead").items():
+        if positions:
+            param = model.get_parameter(name)
+            param.index_fill_(dim, torch.tensor(sorted(positions), device=param.device), 0.0)
+    return model
