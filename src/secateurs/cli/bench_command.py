@@ -7,16 +7,13 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from secateurs.cli.command import write_out as _out
 from secateurs.errors import UsageError
 
 if TYPE_CHECKING:
     from secateurs.bench.grid import Cell
 
 __all__ = ["bench_arguments", "report_arguments", "run_bench", "run_report"]
-
-
-def _out(text: str) -> None:
-    sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 
 def bench_arguments(p: argparse.ArgumentParser) -> None:

@@ -4,31 +4,18 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from secateurs.cli.bench_command import bench_arguments, report_arguments, run_bench, run_report
+from secateurs.cli.command import Command
+from secateurs.cli.command import write_out as _out
 from secateurs.cli.run_args import add_run_arguments, run_config_from_args
 from secateurs.cli.shrink_command import SHRINK, add_prunability_arguments, run_prunability
 from secateurs.cli.ticket_search_command import Command as SEARCH_TICKETS
 from secateurs.errors import UsageError
 
 __all__ = ["COMMANDS", "Command"]
-
-
-@dataclass(frozen=True)
-class Command:
-    """One subcommand."""
-
-    help: str
-    add_arguments: Callable[[argparse.ArgumentParser], None]
-    run: Callable[[argparse.Namespace], int]
-
-
-def _out(text: str) -> None:
-    sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 
 # ---------------------------------------------------------------------------------------------- list
@@ -120,8 +107,8 @@ COMMANDS: dict[str, Command] = {
     "prune": Command("prune a model with a method (from scratch or --from a trained model)", _prune_args,
                      lambda a: _execute(a, True)),
     "inspect": Command("show a run's report and per-layer table", _inspect_args, _inspect_run),
-    "shrink": SHRINK,  # type: ignore[dict-item]
-    "search-tickets": SEARCH_TICKETS,  # type: ignore[dict-item]
+    "shrink": SHRINK,
+    "search-tickets": SEARCH_TICKETS,
     "bench": Command("run a benchmark suite (methods x targets x seeds), resumably", bench_arguments, run_bench),
     "report": Command("tables, plots and an HTML page from a bench directory", report_arguments, run_report),
 }

@@ -5,26 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
+from secateurs.cli.command import Command
+from secateurs.cli.command import write_out as _out
 from secateurs.errors import UsageError
 
 __all__ = ["SHRINK", "Command", "add_prunability_arguments", "run_prunability"]
 
 
-@dataclass(frozen=True)
-class Command:
-    """The shape of a subcommand (as ``cli.commands.Command``, which imports this module)."""
-
-    help: str
-    add_arguments: Callable[[argparse.ArgumentParser], None]
-    run: Callable[[argparse.Namespace], int]
-
-
-def _out(text: str) -> None:
-    sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 
 def _positive(text: str) -> int:

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
+from secateurs.cli.command import Command as Subcommand
 from secateurs.cli.run_args import add_run_arguments, run_config_from_args
 from secateurs.errors import UsageError
 
@@ -80,15 +79,6 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-@dataclass(frozen=True)
-class _Subcommand:
-    """Same shape as :class:`secateurs.cli.commands.Command` (not imported: no import cycle)."""
-
-    help: str
-    add_arguments: Callable[[argparse.ArgumentParser], None]
-    run: Callable[[argparse.Namespace], int]
-
-
 #: The subcommand object, wired into ``COMMANDS`` as ``"search-tickets"``.
-Command = _Subcommand("search tickets with continuous sparsification at several settings in one pass",
+Command = Subcommand("search tickets with continuous sparsification at several settings in one pass",
                       _add_arguments, _run)

@@ -1,0 +1,24 @@
+"""What every subcommand module exposes: a :class:`Command`, and how commands print."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = ["Command", "write_out"]
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: its help line, how it adds its arguments, and how it runs (returns the exit code)."""
+
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+def write_out(text: str) -> None:
+    """Print a command's result on stdout, ending with one newline."""
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
