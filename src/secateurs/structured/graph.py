@@ -84,6 +84,7 @@ class ChannelGraph:
             channels = None if pruner is None else pruner.get_out_channels(module)
             if channels is None:
                 continue
+            _mapped_in_group[0] = 0
             try:
                 group = dg.get_pruning_group(module, pruner.prune_out_channels, list(range(channels)))
             except (IndexError, KeyError, ValueError, ZeroDivisionError, RuntimeError, AssertionError) as exc:
@@ -184,6 +185,7 @@ class ChannelGraph:
         pruner = self._dg.get_pruner_of_module(module)
         if pruner is None or module not in self._dg.module2node:
             raise UsageError(f"layer {root!r} is not part of the traced forward pass")
+        _mapped_in_group[0] = 0
         group = self._dg.get_pruning_group(module, pruner.prune_out_channels, sorted(int(c) for c in channels))
         group.prune(record_history=False)
 
@@ -251,8 +253,11 @@ _LAYER_MEMBERS: tuple[tuple[Any, Any], ...] = (
 )
 
 
-#: More indices than this in one flatten mapping means torch-pruning is looping through reshapes.
-_MAX_MAPPED_INDICES = 1 << 20
+#: More indices than this in one flatten mapping, or through flatten mappings while following one
+#: group, means torch-pruning is going round reshapes (each index is a Python object: memory).
+_MAX_MAPPED_INDICES = 1 << 18
+_MAX_INDICES_PER_GROUP = 1 << 22
+_mapped_in_group = [0]
 
 
 class _IndexExplosionError(RuntimeError):
@@ -280,7 +285,9 @@ def _make_reshape_mapping_safe(tp: Any) -> None:
     flatten_call = flatten.__call__
 
     def bounded_call(self: Any, idxs: Any) -> Any:
-        if not self.reverse and len(idxs) * self._stride > _MAX_MAPPED_INDICES:
+        size = len(idxs) * (1 if self.reverse else self._stride)
+        _mapped_in_group[0] += size
+        if size > _MAX_MAPPED_INDICES or _mapped_in_group[0] > _MAX_INDICES_PER_GROUP:
             raise _IndexExplosionError("channel indices multiply through reshapes")
         return flatten_call(self, idxs)
 
