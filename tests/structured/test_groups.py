@@ -130,3 +130,43 @@ def test_groups_are_the_same_while_masks_are_attached(tiny_cnn):
     plain = coupled_channel_groups(tiny_cnn, x)
     attach_(tiny_cnn, "conv1.weight", FixedMask(Filter(), tiny_cnn.conv1.weight.shape))
     assert coupled_channel_groups(tiny_cnn, x) == plain
+
+
+class ShuffleNet(nn.Module):
+    """A channel shuffle (view, transpose, view) between two convolutions, then a plain pair."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 1)
+        self.inner = nn.Conv2d(8, 6, 1)
+        self.outer = nn.Conv2d(6, 8, 1)
+        self.head = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        y = self.a(x)
+        n, c, h, w = y.shape
+        y = y.view(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w)
+        return self.head(self.outer(torch.relu(self.inner(y)))).mean(dim=(2, 3))
+
+
+def test_a_channel_shuffle_blocks_its_group_and_spares_the_others():
+    from secateurs.structured import shrink, zero_dead_channels_
+
+    model = ShuffleNet().eval()
+    x = torch.randn(2, 3, 5, 5)
+    groups = _by_root(coupled_channel_groups(model, x[:1]))
+    assert not groups["a"].removable and "reshape" in groups["a"].blocker
+    assert groups["inner"].removable
+    keep = {"a": torch.tensor([True, False] * 4), "inner": torch.tensor([True, False, True, True, False, True])}
+    masks = group_filter_masks(model, list(groups.values()), keep)
+    with torch.no_grad():
+        for name, entry in masks.items():
+            model.get_parameter(name).mul_(entry.full())
+        model.inner.bias.fill_(0.5)  # a pruned channel still carries relu(bias): removal drops it
+    result = shrink(model, masks, x[:1])
+    assert result.model.a.out_channels == 8 and result.model.inner.out_channels == 4
+    assert result.plan.masked_channels == 4  # the shuffled channels stay as zeros
+    reference = zero_dead_channels_(copy.deepcopy(model), result.groups, result.plan)
+    with torch.no_grad():
+        assert (result.model(x) - reference(x)).abs().max() <= 1e-5
+        assert (result.model(x) - model(x)).abs().max() > 1e-3

@@ -13,7 +13,6 @@ turns each of its groups into parameter dimensions and says which groups can be 
 
 from __future__ import annotations
 
-import contextlib
 import math
 import warnings
 from collections.abc import Sequence
@@ -123,6 +122,8 @@ class ChannelGraph:
             found, blocker = self._members(module, node, is_out, item.idxs, item.root_idxs)
             if node.type == tp.ops.OPTYPE.RESHAPE and not _understood_reshape(tp, self._dg, node):
                 blocker = "a reshape that regroups channels (e.g. a channel shuffle)"
+            elif getattr(node, "_secateurs_unmapped", False):
+                blocker = "an operation whose channel sizes torch-pruning cannot infer"
             if blocker:
                 blockers.append(blocker)
             if isinstance(module, _NORMS_ACROSS_CHANNELS):
@@ -265,21 +266,29 @@ class _IndexExplosionError(RuntimeError):
 
 
 def _make_reshape_mapping_safe(tp: Any) -> None:
-    """Two guards around torch-pruning's reshape handling, installed once.
+    """Guards around torch-pruning's index mappings, installed once.
 
-    It divides by zero on some reshapes (ShuffleNet's channel shuffle): those stay unmapped instead of
-    failing the whole trace (:func:`_understood_reshape` then blocks their groups). And on some
-    transformers (Swin) its flatten mapping multiplies the index lists round a cycle until memory runs
-    out: past a bound the group is reported as untraceable instead.
+    It divides by zero on some reshapes (ShuffleNet's channel shuffle) and fails on concatenations
+    it cannot size (Swin-S): those stay unmapped and marked instead of failing the whole trace, and
+    the groups through them are blocked. On some transformers (Swin, MaxViT) its flatten mapping
+    multiplies the index lists round a cycle until memory runs out: past a bound the group is
+    reported as untraceable instead.
     """
     module = tp.dependency.index_mapping
     if getattr(module, "_secateurs_safe_reshape", False):
         return
-    original = module.update_reshape_index_mapping
 
-    def update_reshape_index_mapping(graph: Any, node: Any) -> None:
-        with contextlib.suppress(ZeroDivisionError):
-            original(graph, node)
+    def tolerant(update: Any) -> Any:
+        def update_index_mapping(graph: Any, node: Any) -> None:
+            try:
+                update(graph, node)
+            except (ZeroDivisionError, TypeError):  # sizes it could not infer
+                node._secateurs_unmapped = True
+
+        return update_index_mapping
+
+    module.update_concat_index_mapping = tolerant(module.update_concat_index_mapping)
+    update_reshape_index_mapping = tolerant(module.update_reshape_index_mapping)
 
     flatten = module._FlattenIndexMapping
     flatten_call = flatten.__call__
