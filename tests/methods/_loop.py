@@ -33,6 +33,8 @@ def run(
     stop_epoch: int | None = None,
     on_step: Callable[[int], None] | None = None,
     on_phase_start: Callable[[int, int], None] | None = None,
+    targets: list | None = None,
+    channel_groups: list | None = None,
 ) -> int:
     """Train ``model`` with ``method`` from ``start_epoch`` up to (excluding) ``stop_epoch``.
 
@@ -42,7 +44,7 @@ def run(
     """
     horizon = Horizon(epochs=epochs, steps_per_epoch=len(batches), pretrained=pretrained)
     if attach:
-        method.attach(model, horizon=horizon)
+        method.attach(model, targets, horizon=horizon, channel_groups=channel_groups)
     stop_epoch = epochs if stop_epoch is None else stop_epoch
     phases = method.phases()
     assert sum(p.epochs for p in phases) == epochs, "phases must fill the epoch budget"

@@ -48,6 +48,20 @@ def test_shrink_filter_run_writes_a_loadable_smaller_model(runs, tmp_path, capsy
     assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
 
 
+def test_filter_run_from_trained_weights_shrinks_to_the_same_outputs(tmp_path, capsys):
+    """Pruned from a trained model, batch norms carry shifts: the coupled masks zero them too, and every
+    pruned channel (residual partners included) is removed."""
+    dense, pruned, out = tmp_path / "dense", tmp_path / "pruned", tmp_path / "shrunk"
+    assert main(["train", "--model", "resnet20", *QUICK, "--out", str(dense)]) == 0
+    assert main(["prune", "--model", "resnet20", *QUICK, "--method", "gmp", "--granularity", "filter",
+                 "--sparsity", "0.5", "--from", str(dense), "--out", str(pruned)]) == 0
+    assert main(["shrink", str(pruned), "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["channels_masked"] == 0 and report["channels_removed"] > 0
+    assert report["max_abs_diff_vs_run"] <= 1e-4 and report["accuracy_shrunk"] == report["accuracy_run"]
+    assert report["macs_after"] <= 0.3 * report["macs_before"]  # half the channels of coupled layers: ~1/4
+
+
 def test_shrinking_an_unstructured_run_is_one_clear_line(runs, tmp_path, capsys):
     _, sparse_run = runs
     err = _one_line_error(capsys, main(["shrink", str(sparse_run), "--out", str(tmp_path / "o")]))

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import torch
 
-from secateurs.core.targets import select_targets
 from secateurs.errors import UsageError
 from secateurs.experiment.config import RunConfig
 
@@ -46,7 +45,7 @@ def measure_macs_split(config: RunConfig) -> MacsSplit:
                       limit_test=config.limit_test, augment=False, seed=config.seed)
     model = build_model(config.model, in_channels=data.in_channels, num_classes=data.num_classes,
                         image_size=data.image_size)
-    targets = select_targets(model, config.include or None, config.exclude or None)
+    targets = config.select_targets(model)
     pruned_modules = {t.module_name for t in targets}
     macs = count_macs(model, torch.zeros(1, *data.input_shape))
     prunable = sum(layer.dense for layer in macs.per_layer if layer.name in pruned_modules)

@@ -52,6 +52,18 @@ class MaskParametrization(nn.Module):
         gate = self.unit_mask(weight)
         return weight * self.granularity.broadcastable(gate.to(weight.dtype), weight.shape)
 
+    def channel_gate(self, weight: Tensor) -> Tensor:
+        """The gate a coupled channel group shares (see :mod:`secateurs.methods.coupling`).
+
+        ``weight`` is the group weight (one row per channel); the default is :meth:`unit_mask`.
+        A method whose training mask varies inside a unit returns a gate of ``weight``'s shape.
+        """
+        return self.unit_mask(weight)
+
+    def weight_mask(self, weight: Tensor) -> Tensor:
+        """The hard mask viewed so that ``weight * weight_mask(weight)`` applies it."""
+        return self.granularity.broadcastable(self.hard_mask(weight), weight.shape)
+
 
 class FixedMask(MaskParametrization):
     """A parametrization holding a boolean unit mask in a buffer (magnitude, random, gmp, ...)."""
@@ -123,10 +135,14 @@ def squash_(model: nn.Module) -> None:
 
     Afterwards the model has its original state-dict keys and pruned weights are exactly zero.
     """
+    # Every mask first, then the changes: a mask shared across tensors (coupled channel groups) reads
+    # several weights, which must not be half squashed yet.
+    found = []
     for name, p in list(find_parametrizations(model)):
         module_name, param = split_name(name)
         module = model.get_submodule(module_name)
         original = module.parametrizations[param].original
-        hard = p.hard_mask(original).to(original.dtype)
-        original.mul_(p.granularity.broadcastable(hard, original.shape))
+        found.append((module, param, original, p.weight_mask(original).to(original.dtype)))
+    for module, param, original, mask in found:
+        original.mul_(mask)
         parametrize.remove_parametrizations(module, param, leave_parametrized=False)

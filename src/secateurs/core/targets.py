@@ -41,24 +41,31 @@ def _prunable_weights(model: nn.Module) -> list[tuple[str, nn.Module]]:
     ]
 
 
-def default_target_names(model: nn.Module) -> list[str]:
-    """Conv and linear weights in module order, minus the first conv and the last linear."""
+def default_target_names(model: nn.Module, *, include_first: bool = False) -> list[str]:
+    """Conv and linear weights in module order, minus the first conv (unless ``include_first``)
+    and the last linear."""
     weights = _prunable_weights(model)
     convs = [n for n, m in weights if not isinstance(m, nn.Linear)]
     linears = [n for n, m in weights if isinstance(m, nn.Linear)]
-    skip = set(convs[:1]) | set(linears[-1:])
+    skip = set(convs[:0 if include_first else 1]) | set(linears[-1:])
     chosen = [n for n, _ in weights if n not in skip]
     # A model with a single prunable layer would have nothing left: prune it anyway.
     return chosen or [n for n, _ in weights]
 
 
 def select_targets(
-    model: nn.Module, include: Sequence[str] | None = None, exclude: Sequence[str] | None = None
+    model: nn.Module,
+    include: Sequence[str] | None = None,
+    exclude: Sequence[str] | None = None,
+    *,
+    include_first: bool = False,
 ) -> list[Target]:
     """Choose the weights to prune.
 
     Args:
         model: the network.
+        include_first: keep the first convolution in the default choice (for pruning coupled
+            channel groups, where the stem's output channels are those of the first stage).
         include: glob patterns over parameter names (e.g. ``"layer*.conv*.weight"``); when given they
             replace the default choice and may name any parameter of at least 2 dimensions.
         exclude: glob patterns removed from the choice.
@@ -79,7 +86,7 @@ def select_targets(
                 raise UsageError(f"include pattern {pattern!r} matches no weight of the model")
             names += [h for h in hits if h not in names]
     else:
-        names = default_target_names(model)
+        names = default_target_names(model, include_first=include_first)
     for pattern in exclude or ():
         if not any(fnmatchcase(n, pattern) for n in names):
             raise UsageError(f"exclude pattern {pattern!r} matches no target weight")

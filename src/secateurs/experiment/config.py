@@ -11,7 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from torch import nn
 
+from secateurs.core.granularity import Filter
+from secateurs.core.targets import Target, select_targets
 from secateurs.errors import UsageError
 from secateurs.methods import METHODS, MethodConfig
 from secateurs.train.config import TrainConfig
@@ -79,6 +82,20 @@ class RunConfig:
             return cls(**self.method_options)
         except TypeError as exc:
             raise UsageError(f"bad options for method {self.method}: {exc}") from None
+
+    @property
+    def couples_channels(self) -> bool:
+        """Whether the method prunes filters by coupled channel groups (filter granularity, ``coupled``)."""
+        if self.method is None:
+            return False
+        cfg = self.method_config()
+        return isinstance(cfg.granularity, Filter) and cfg.coupled
+
+    def select_targets(self, model: nn.Module) -> list[Target]:
+        """The run's target weights: the default choice (with the stem when channel groups are
+        pruned: its output channels are ordinary coupled channels), or ``include``/``exclude``."""
+        return select_targets(model, self.include or None, self.exclude or None,
+                              include_first=self.couples_channels)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values for ``config.yaml`` (method options resolved to the full config)."""

@@ -15,7 +15,6 @@ import torch
 from torch import nn
 
 from secateurs.core.masks import MaskSet
-from secateurs.core.targets import select_targets
 from secateurs.data import build_data
 from secateurs.errors import UsageError
 from secateurs.experiment.config import RunConfig
@@ -122,13 +121,15 @@ def execute(config: RunConfig, out: str | Path, *, resume: bool = False, show_pr
     if config.from_checkpoint:
         state, dense_accuracy = load_dense_weights(config.from_checkpoint)
         load_model_weights(model, state, config.from_checkpoint)
-    targets = select_targets(model, config.include or None, config.exclude or None) if method else None
+    targets = config.select_targets(model) if method else None
+    channel_groups = _channel_groups(model, data.input_shape, device) if config.couples_channels else None
     out.mkdir(parents=True, exist_ok=True)
     config.save(out / CONFIG)
     eval_loader = data.val if data.val is not None else data.test
     result = fit(
         model, data.train, config=config.train, method=method, targets=targets, eval_loader=eval_loader,
         run_dir=out, resume=resume, pretrained=bool(config.from_checkpoint), show_progress=show_progress,
+        channel_groups=channel_groups,
     )
     masks: MaskSet | None = None
     extras: dict[str, Any] = {}
@@ -146,6 +147,17 @@ def execute(config: RunConfig, out: str | Path, *, resume: bool = False, show_pr
     report.update(extras)
     save_json(report, out / REPORT)
     return report
+
+
+def _channel_groups(model: nn.Module, input_shape: tuple[int, ...], device: torch.device) -> list[Any] | None:
+    """The model's coupled channel groups, or None (with a warning) when they cannot be traced."""
+    from secateurs.structured import coupled_channel_groups
+
+    try:
+        return coupled_channel_groups(model, torch.zeros(1, *input_shape, device=device))
+    except UsageError as exc:
+        log.warning("%s; filter masks stay per layer", exc)
+        return None
 
 
 def _evaluate(model: nn.Module, loader: Any, config: RunConfig) -> dict[str, float]:

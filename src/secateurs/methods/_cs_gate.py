@@ -67,7 +67,7 @@ class CSGate(MaskParametrization):
         frozen: whether the mask is fixed (0-d bool buffer).
         fixed: the fixed boolean unit mask (meaningful once ``frozen``).
         scale: ``1/σ(s0)`` (0-d buffer), so that the network starts exactly dense (1 when disabled);
-            folded into the weight when the mask is fixed (:meth:`fold_scale_`).
+            folded into the weight (and set to 1) by the method when the mask is fixed.
         unit_size: weight elements per unit (the L1 penalty counts weight elements).
         grad_scale: factor on the scores' gradient (the scores' learning rate relative to the weights').
     """
@@ -138,12 +138,6 @@ class CSGate(MaskParametrization):
         """Fix the mask; the scores stop entering the forward pass."""
         self.fixed.copy_(mask.to(torch.bool).reshape(self.fixed.shape))
         self.frozen.fill_(True)
-
-    @torch.no_grad()
-    def fold_scale_(self, weight: Tensor) -> None:
-        """Move the gate's scale into ``weight`` (the original): same function, plain gradient geometry."""
-        weight.mul_(self.scale.to(weight.dtype))
-        self.scale.fill_(1.0)
 
     def extra_repr(self) -> str:
         return f"{self.granularity}, s0={self.s0:g}"

@@ -20,20 +20,24 @@ All randomness comes from ``self.generator`` (seeded from the config, saved in `
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from secateurs.core.granularity import Granularity, parse_granularity
+from secateurs.core.granularity import Filter, Granularity, parse_granularity
 from secateurs.core.masks import MaskSet
-from secateurs.core.parametrize import MaskParametrization, attach_, squash_
+from secateurs.core.parametrize import MaskParametrization, attach_, original_name, squash_
 from secateurs.core.selection import SCOPES
 from secateurs.core.targets import Target, select_targets
 from secateurs.errors import UsageError
+
+if TYPE_CHECKING:
+    from secateurs.methods.coupling import SharedGate, TiedGroup
+    from secateurs.structured.groups import ChannelGroup
 
 __all__ = ["Horizon", "MethodConfig", "Phase", "PruningMethod"]
 
@@ -78,12 +82,16 @@ class MethodConfig:
         scope: ``"tensor"`` (each tensor at the target), ``"global"`` (one ranking across tensors) or
             ``"group"`` (exactly k of n in every group of the granularity).
         seed: seed of the method's own random generator.
+        coupled: with the filter granularity, when channel groups are given to :meth:`attach`, keep
+            one mask per coupled group (see :mod:`secateurs.methods.coupling`); False keeps one
+            mask per layer.
     """
 
     sparsity: float | None = field(default=None, metadata={"help": "fraction of weights removed, in [0, 1)"})
     granularity: Granularity = field(default="unstructured", metadata={"help": "unstructured, kernel, filter or N:M"})  # type: ignore[assignment]
     scope: str = field(default="tensor", metadata={"help": "tensor, global or group quota"})
     seed: int = field(default=0, metadata={"help": "seed of the method's random generator"})
+    coupled: bool = field(default=True, metadata={"help": "filter granularity: prune coupled channel groups together"})
 
     def __post_init__(self) -> None:
         gran = parse_granularity(self.granularity)
@@ -126,37 +134,83 @@ class PruningMethod(ABC):
         self.targets: list[Target] = []
         self.parametrizations: dict[str, MaskParametrization] = {}
         self.horizon = Horizon(epochs=1, steps_per_epoch=1)
+        #: Tied channel groups by the method's key (the root weight name), with their shared gates.
+        self.ties: dict[str, tuple[TiedGroup, SharedGate]] = {}
+        self._hooks: list[Any] = []
 
     # ----------------------------------------------------------------- setup
     def phases(self) -> list[Phase]:
         """The phases of the run (default: one). Raise UsageError if the budget is too short."""
         return [Phase("train", self.horizon.epochs)]
 
-    def attach(self, model: nn.Module, targets: list[Target] | None = None, horizon: Horizon | None = None) -> None:
+    def attach(
+        self,
+        model: nn.Module,
+        targets: list[Target] | None = None,
+        horizon: Horizon | None = None,
+        *,
+        channel_groups: Sequence[ChannelGroup] | None = None,
+    ) -> None:
         """Put a parametrization on every target weight of ``model``.
 
         Args:
             model: the network (on its final device already, so mask state is created there).
             targets: the weights to prune; default :func:`secateurs.core.targets.select_targets`.
             horizon: the training budget for the method's schedules.
+            channel_groups: channel groups of the model (:func:`secateurs.structured.coupled_channel_groups`).
+                With the filter granularity (and ``config.coupled``), every group whose producers
+                are all targets gets one mask over its channels, shared by all its tensors.
         """
         if self.model is not None:
             raise RuntimeError("this method is already attached to a model")
         self.horizon = horizon or self.horizon
         targets = list(targets) if targets is not None else select_targets(model)
         gran = self.config.granularity
-        for t in targets:
+        ties: list[TiedGroup] = []
+        own = targets
+        if channel_groups is not None and isinstance(gran, Filter) and self.config.coupled and self.supports_coupling():
+            from secateurs.methods.coupling import plan_ties
+
+            shapes = {n: p.shape for pn, p in model.named_parameters() if (n := original_name(pn)) is not None}
+            ties, own = plan_ties(channel_groups, targets, shapes)
+        for t in own:
             if not gran.supports(t.shape):
                 raise UsageError(f"{t.name} with shape {tuple(t.shape)} cannot be pruned at granularity {gran}")
         self.phases()  # validates the budget before anything is changed
         device = next(iter(model.parameters())).device
         self.generator = torch.Generator(device=device).manual_seed(self.config.seed)
-        for t in targets:
+        self.model = model
+        for tie in ties:
+            self._attach_tie(model, tie, device)
+        for t in own:
             weight = model.get_parameter(t.name)
             p = self.make_parametrization(t, weight)
             attach_(model, t.name, p.to(weight.device))
             self.parametrizations[t.name] = p
-        self.model, self.targets = model, targets
+        if self.ties:
+            from secateurs.methods.coupling import install_pass_hooks
+
+            self._hooks = install_pass_hooks(model, [shared for _, shared in self.ties.values()])
+        self.targets = targets
+
+    def supports_coupling(self) -> bool:
+        """Whether this method (as configured) can share one mask across a coupled channel group."""
+        return True
+
+    def _attach_tie(self, model: nn.Module, tie: TiedGroup, device: torch.device) -> None:
+        from secateurs.methods.coupling import CoupledFilterMask, SharedGate
+
+        def group_weight() -> Tensor:
+            return tie.group_weight(lambda name: _original(model, name))
+
+        mask = self.make_parametrization(tie.target, group_weight()).to(device)
+        shared = SharedGate(mask, group_weight)
+        for member in tie.members:
+            shape = _original(model, member.param).shape
+            follower = CoupledFilterMask(shared, member, shape, owner=member.param == tie.name)
+            attach_(model, member.param, follower.to(device))
+        self.parametrizations[tie.name] = mask
+        self.ties[tie.name] = (tie, shared)
 
     @abstractmethod
     def make_parametrization(self, target: Target, weight: Tensor) -> MaskParametrization:
@@ -203,16 +257,40 @@ class PruningMethod(ABC):
         return [{"params": params, "weight_decay": 0.0}] if params else []
 
     def _weights(self) -> Iterator[tuple[str, MaskParametrization, Tensor]]:
+        """``(key, parametrization, weight)``: the original weight, or a tied group's group weight.
+
+        A group weight is a fresh tensor: change weights in place through :meth:`_originals`.
+        """
         assert self.model is not None, "attach the method to a model first"
         for name, p in self.parametrizations.items():
-            module_name, _, param = name.rpartition(".")
-            module = self.model.get_submodule(module_name)
-            yield name, p, module.parametrizations[param].original
+            tie = self.ties.get(name)
+            yield name, p, (tie[1].weight() if tie is not None else _original(self.model, name))
+
+    def _originals(self, name: str) -> list[Tensor]:
+        """The original tensors behind key ``name``: one weight, or every tensor of a tied group."""
+        assert self.model is not None, "attach the method to a model first"
+        tie = self.ties.get(name)
+        params = [m.param for m in tie[0].members] if tie is not None else [name]
+        return [_original(self.model, p) for p in params]
 
     @torch.no_grad()
     def hard_masks(self) -> MaskSet:
-        """Deterministic boolean masks of every target in the current state."""
-        masks = {name: p.hard_mask(w) for name, p, w in self._weights()}
+        """Deterministic boolean masks of every target in the current state.
+
+        A tied group's mask is written onto each of its filter banks (the targets), at the positions
+        of its channels.
+        """
+        masks: dict[str, Tensor] = {}
+        for name, p, w in self._weights():
+            unit = p.hard_mask(w)
+            tie = self.ties.get(name)
+            if tie is None:
+                masks[name] = unit
+                continue
+            padded = torch.cat([unit.reshape(-1).to(torch.bool), unit.new_ones(1, dtype=torch.bool)])
+            for member in tie[0].producers:
+                index = torch.tensor(member.channel_of, dtype=torch.long, device=padded.device)
+                masks[member.param] = padded[torch.where(index >= 0, index, tie[0].channels)]
         shapes = {t.name: t.shape for t in self.targets}
         return MaskSet.from_masks(masks, self.config.granularity, shapes)
 
@@ -222,6 +300,9 @@ class PruningMethod(ABC):
         if squash and self.model is not None:
             squash_(self.model)
             self.parametrizations.clear()
+            for handle in self._hooks:
+                handle.remove()
+            self._hooks, self.ties = [], {}
         return masks
 
     # ----------------------------------------------------------------- state
@@ -240,3 +321,13 @@ class PruningMethod(ABC):
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         """Restore :meth:`extra_state`."""
+
+
+def _original(model: nn.Module, name: str) -> Tensor:
+    """The original (unmasked) tensor of parameter ``name``, parametrized or not."""
+    module_name, _, param = name.rpartition(".")
+    module = model.get_submodule(module_name)
+    plist = getattr(module, "parametrizations", None)
+    if plist is not None and param in plist:
+        return plist[param].original
+    return getattr(module, param)

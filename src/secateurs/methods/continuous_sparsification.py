@@ -225,8 +225,8 @@ class ContinuousSparsification(PruningMethod):
         return 1.0 - density ** ((round_index + 1) / self.rounds)
 
     # ----------------------------------------------------------------- setup
-    def attach(self, model: Any, targets: list[Target] | None = None, horizon: Any = None) -> None:
-        super().attach(model, targets, horizon)
+    def attach(self, model: Any, targets: list[Target] | None = None, horizon: Any = None, **kwargs: Any) -> None:
+        super().attach(model, targets, horizon, **kwargs)
         if self.config.mode == "ticket":
             self.rewind_step()  # validates the rewind point against the budget
 
@@ -379,9 +379,11 @@ class ContinuousSparsification(PruningMethod):
 
     @torch.no_grad()
     def _fold_scales(self) -> None:
-        for _, gate, original in self._weights():
+        for name, gate, _ in self._weights():
             if isinstance(gate, CSGate):
-                gate.fold_scale_(original)
+                for original in self._originals(name):  # a coupled group's gate scales all its tensors
+                    original.mul_(gate.scale.to(original.dtype))
+                gate.scale.fill_(1.0)
 
     def finalize(self, squash: bool = True) -> Any:
         self.fix_mask()

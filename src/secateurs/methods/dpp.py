@@ -197,16 +197,21 @@ class DynamicProbabilisticPruning(PruningMethod):
         cfg = self.config
         return KofNGrouping(cfg.granularity, torch.Size(shape), cfg.weight_groups, cfg.tile, name=name)
 
-    def attach(self, model: nn.Module, targets: list[Target] | None = None, horizon: Horizon | None = None) -> None:
+    def attach(self, model: nn.Module, targets: list[Target] | None = None, horizon: Horizon | None = None,
+               **kwargs: Any) -> None:
         targets = list(targets) if targets is not None else select_targets(model)
         for t in targets:  # check every grouping before the model is touched
             if self.config.granularity.supports(t.shape):
                 self.grouping(t.shape, t.name)
-        super().attach(model, targets, horizon)
+        super().attach(model, targets, horizon, **kwargs)
         if self.config.logit_optimizer == "adam" and self.mask_parameters():
             lr = self.config.logit_lr if self.config.logit_lr is not None else _REFERENCE_LOGIT_LR
             # Keras' Adam defaults (the reference's optimizer), including eps = 1e-7.
             self._logit_optimizer = torch.optim.Adam(self.mask_parameters(), lr=lr, eps=1e-7)
+
+    def supports_coupling(self) -> bool:
+        # Joint quantization scales each weight tensor on its own; a group mask spans several.
+        return self.config.quant_bits is None
 
     def make_parametrization(self, target: Target, weight: Tensor) -> MaskParametrization:
         cfg = self.config

@@ -213,6 +213,14 @@ class GibbsMask(MaskParametrization):
         self.last_keep = keep
         return weight * keep.to(weight.dtype)
 
+    def channel_gate(self, weight: Tensor) -> Tensor:
+        # A coupled group's sample is drawn over its group weight; training masks are weight-shaped.
+        if not self.training:
+            return self.hard_mask(weight).to(weight.dtype)
+        keep = self.sample(weight)
+        self.last_keep = keep
+        return keep.to(weight.dtype)
+
 
 @METHODS.register("gibbs", description="masks sampled from an annealed Gibbs distribution (Labach & Valaee)")
 class GibbsPruning(PruningMethod):
@@ -225,9 +233,10 @@ class GibbsPruning(PruningMethod):
         return GibbsMask(self.config, target.shape, self.generator)
 
     def attach(
-        self, model: torch.nn.Module, targets: list[Target] | None = None, horizon: Horizon | None = None
+        self, model: torch.nn.Module, targets: list[Target] | None = None, horizon: Horizon | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().attach(model, targets, horizon)
+        super().attach(model, targets, horizon, **kwargs)
         self._refresh_global()  # the shared threshold is valid before the first step
 
     def beta_at(self, epoch: int) -> float:
@@ -293,12 +302,13 @@ class GibbsPruning(PruningMethod):
         extras: dict[str, Any] = {"gibbs_final_beta": self.beta_at(self.horizon.epochs - 1)}
         sampled = self._sampled_sparsity()
         if sampled is not None:
-            hard = self.hard_masks()
+            self._refresh_global()  # the hard masks below use the current global quota
             agree = total = 0
-            for name, p, _ in self._weights():
+            for _, p, weight in self._weights():
                 assert isinstance(p, GibbsMask)
                 if p.last_keep is not None:
-                    agree += int((p.last_keep.cpu() == hard[name].full()).sum())
+                    final = p.granularity.expand(p.hard_mask(weight), weight.shape)
+                    agree += int((p.last_keep == final).sum())
                     total += p.last_keep.numel()
             extras["gibbs_sampled_sparsity"] = sampled
             extras["gibbs_sample_agreement"] = agree / max(total, 1)

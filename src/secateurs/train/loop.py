@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -21,6 +21,9 @@ from secateurs.core.targets import Target
 from secateurs.methods.base import Horizon, Phase, PruningMethod
 from secateurs.train.checkpoint import load_checkpoint, load_model_weights, restore_rng, save_checkpoint
 from secateurs.train.config import TrainConfig
+
+if TYPE_CHECKING:
+    from secateurs.structured.groups import ChannelGroup
 from secateurs.train.evaluate import autocast_for, evaluate
 from secateurs.train.optim import build_optimizer, lr_factor
 from secateurs.utils.io import append_jsonl
@@ -121,6 +124,7 @@ def fit(
     pretrained: bool = False,
     callbacks: Sequence[Callback] = (),
     show_progress: bool = False,
+    channel_groups: Sequence[ChannelGroup] | None = None,
 ) -> FitResult:
     """Train ``model`` (pruning it with ``method`` if given) for ``config.epochs`` epochs.
 
@@ -136,13 +140,15 @@ def fit(
         pretrained: whether ``model`` holds trained weights (methods adapt their schedules).
         callbacks: observers called with each epoch's record.
         show_progress: draw a progress bar on the terminal.
+        channel_groups: the model's channel groups, for a filter-granularity method to prune coupled
+            channels together (see :meth:`PruningMethod.attach`).
 
     Returns:
         The history of epoch records and the final evaluation.
     """
     horizon = Horizon(config.epochs, len(train_loader), pretrained=pretrained)
     if method is not None and method.model is None:
-        method.attach(model, targets, horizon)
+        method.attach(model, targets, horizon, channel_groups=channel_groups)
     phases = method.phases() if method is not None else [Phase("train", config.epochs)]
     bounds = _phase_bounds(phases)
     run_path = Path(run_dir) if run_dir is not None else None

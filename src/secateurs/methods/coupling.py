@@ -1,0 +1,271 @@
+"""Coupled filter masks: one mask per channel group, shared by every tensor carrying its channels.
+
+With the filter granularity, pruning output channel ``c`` of one convolution is only half the
+story: a residual addition couples it to channel ``c`` of every other convolution added to it, and
+the batch norm after each of them still adds its shift ``β − γμ/σ`` to a channel whose filter is
+zero. A per-layer filter mask therefore leaves channels that cannot be removed physically, and a
+shrunk model that differs from the masked one.
+
+Here a method's mask state (scores, logits, a fixed mask...) is created once per coupled group,
+over the group's channels, and the group's *group weight* (every producer's filters laid side by
+side, one row per channel) stands in for the layer weight wherever the method reads one: magnitude
+scores become group norms, Gibbs energies span all the group's filters, and budgets count every
+weight of a channel. A :class:`CoupledFilterMask` on each tensor of the group (filters, biases,
+normalisation scales and shifts) applies the shared gate at that tensor's channel positions, so the
+masked model computes exactly what the shrunk model will.
+
+Stochastic masks (Gibbs, DPP) must use the same draw in every tensor of a forward pass: the gate is
+computed once per pass, between hooks on the model's own forward, and recomputed on any access
+outside a pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+
+from secateurs.core.granularity import Filter
+from secateurs.core.parametrize import MaskParametrization
+from secateurs.core.targets import Target
+from secateurs.structured.groups import ChannelGroup
+
+__all__ = ["CoupledFilterMask", "SharedGate", "TiedGroup", "TiedMember", "install_pass_hooks", "plan_ties"]
+
+
+@dataclass(frozen=True)
+class TiedMember:
+    """One tensor dimension of a tied group.
+
+    Attributes:
+        param: Original parameter name.
+        dim: Dimension along which the channels lie.
+        channel_of: For each position along ``dim``, its group channel, or ``-1`` when the position
+            belongs to no channel of the group (it is left alone).
+        columns: For producers (filter banks, dim 0), the slice of the group weight's columns that
+            holds this tensor's filters; None for followers (biases, normalisation affine).
+    """
+
+    param: str
+    dim: int
+    channel_of: tuple[int, ...]
+    columns: tuple[int, int] | None
+
+
+@dataclass(frozen=True)
+class TiedGroup:
+    """A coupled channel group whose channels a method prunes as one unit each.
+
+    Attributes:
+        name: The method's key for the group: the root layer's weight name.
+        channels: Number of channels.
+        members: Every tensor dimension that carries the channels (producers first).
+        width: Columns of the group weight (weight elements per channel over all producers).
+    """
+
+    name: str
+    channels: int
+    members: tuple[TiedMember, ...]
+    width: int
+
+    @property
+    def producers(self) -> tuple[TiedMember, ...]:
+        """The filter banks, whose rows make up the group weight."""
+        return tuple(m for m in self.members if m.columns is not None)
+
+    @property
+    def target(self) -> Target:
+        """The group as the method sees it: a ``(channels, width)`` weight named after the root."""
+        return Target(self.name, torch.Size((self.channels, self.width)))
+
+    def rows(self, member: TiedMember) -> Tensor:
+        """Positions along a producer's dim 0, in channel order."""
+        order = torch.tensor(member.channel_of, dtype=torch.long)
+        positions = torch.nonzero(order >= 0).flatten()
+        return positions[torch.argsort(order[positions])]
+
+    def group_weight(self, tensors: Callable[[str], Tensor]) -> Tensor:
+        """``(channels, width)``: each producer's filters of channel ``c`` flattened into row ``c``.
+
+        Args:
+            tensors: Maps a parameter name to its current (original, unmasked) tensor.
+        """
+        parts = []
+        for member in self.producers:
+            weight = tensors(member.param)
+            rows = self.rows(member).to(weight.device)
+            parts.append(weight.index_select(0, rows).reshape(self.channels, -1))
+        return torch.cat(parts, dim=1)
+
+
+def plan_ties(groups: Sequence[ChannelGroup], targets: Sequence[Target],
+              shapes: dict[str, torch.Size]) -> tuple[list[TiedGroup], list[Target]]:
+    """Split the targets into coupled groups and the weights that keep a mask of their own.
+
+    A group is tied when it can be removed physically, needs no equal-width slicing (grouped
+    convolutions), and every producer is a target filter bank holding each channel once: then its
+    channels are pruned together. Other targets keep per-layer masks (their channels are pruned in
+    one layer and left as zeros by the shrinker where a coupled partner keeps them).
+
+    Args:
+        groups: From :func:`secateurs.structured.coupled_channel_groups`.
+        targets: The weights the user asked to prune.
+        shapes: Parameter name -> shape of every parameter of the model (original names).
+
+    Returns:
+        ``(tied groups, remaining targets)``.
+    """
+    target_names = {t.name for t in targets}
+    tied: list[TiedGroup] = []
+    covered: set[str] = set()
+    for group in groups:
+        tie = _tie(group, target_names, shapes)
+        if tie is None or covered & {m.param for m in tie.members}:
+            continue
+        covered |= {m.param for m in tie.members}
+        tied.append(tie)
+    return tied, [t for t in targets if t.name not in covered]
+
+
+def _tie(group: ChannelGroup, targets: set[str], shapes: dict[str, torch.Size]) -> TiedGroup | None:
+    producers = group.producers
+    if not group.removable or group.chunks != 1 or not producers:
+        return None
+    if any(m.param not in targets or m.dim != 0 or m.chunks != 1 for m in producers):
+        return None
+    members: list[TiedMember] = []
+    width = 0
+    for member in (*producers, *(m for m in group.members if m.role == "out" and not m.producer)):
+        if member.param not in shapes or member.chunks != 1:
+            return None
+        size = shapes[member.param][member.dim]
+        channel_of = [-1] * size
+        for position, channel in zip(member.index, member.channel):
+            if position >= size or channel_of[position] not in (-1, channel):
+                return None
+            channel_of[position] = channel
+        columns = None
+        if member.producer:
+            if sorted(c for c in channel_of if c >= 0) != list(range(group.channels)):
+                return None  # a producer must hold every channel exactly once
+            per_row = shapes[member.param].numel() // size
+            columns = (width, width + per_row)
+            width += per_row
+        members.append(TiedMember(member.param, member.dim, tuple(channel_of), columns))
+    root = f"{group.root}.weight" if group.root else "weight"
+    if root not in {m.param for m in members if m.columns is not None}:
+        root = members[0].param
+    return TiedGroup(root, group.channels, tuple(members), width)
+
+
+class SharedGate:
+    """The gate of one tied group, computed once per forward pass of the model.
+
+    Args:
+        mask: The method's parametrization for the group (units: the group's channels).
+        weight: Returns the current group weight.
+    """
+
+    def __init__(self, mask: MaskParametrization, weight: Callable[[], Tensor]) -> None:
+        self.mask = mask
+        self.weight = weight
+        self.in_pass = False
+        self._value: Tensor | None = None
+
+    def gate(self) -> Tensor:
+        """``(channels,)`` unit gate, or ``(channels, width)`` per-weight gate (Gibbs filter samples)."""
+        if self.in_pass and self._value is not None:
+            return self._value
+        value = self.mask.channel_gate(self.weight().detach())
+        if self.in_pass:
+            self._value = value
+        return value
+
+    def hard(self) -> Tensor:
+        """``(channels,)`` boolean: the group's deterministic mask."""
+        with torch.no_grad():
+            return self.mask.hard_mask(self.weight().detach()).to(torch.bool).reshape(-1)
+
+    def start_pass(self) -> None:
+        """A forward pass of the model begins: the next access computes a fresh gate."""
+        self.in_pass, self._value = True, None
+
+    def end_pass(self) -> None:
+        """The pass ended (or failed): drop the gate and its autograd graph."""
+        self.in_pass, self._value = False, None
+
+
+class CoupledFilterMask(MaskParametrization):
+    """``tensor * gate`` with the gate of its tied group gathered at this tensor's channel positions.
+
+    The parametrization on the root weight also owns the method's group mask (as the submodule
+    ``group_mask``), so the model's state dict holds it exactly once.
+    """
+
+    channel_of: Tensor
+
+    def __init__(self, shared: SharedGate, member: TiedMember, shape: torch.Size, *, owner: bool) -> None:
+        super().__init__(Filter(), shape)
+        self.dim = member.dim
+        self.columns = member.columns
+        self.register_buffer("channel_of", torch.tensor(member.channel_of, dtype=torch.long), persistent=False)
+        self.channels = int(self.channel_of.max()) + 1 if self.channel_of.numel() else 0
+        object.__setattr__(self, "shared", shared)  # a plain reference: registered once, by the owner
+        if owner:
+            self.group_mask = shared.mask
+
+    def _gather(self, gate: Tensor, like: Tensor) -> Tensor:
+        """The gate at this tensor's positions, shaped to broadcast against ``like``."""
+        index = torch.where(self.channel_of >= 0, self.channel_of, self.channels).to(gate.device)
+        if gate.dim() == 2 and self.columns is not None:
+            rows = gate[:, self.columns[0]:self.columns[1]]
+            rows = torch.cat([rows, rows.new_ones(1, rows.shape[1])])[index]
+            return rows.reshape(like.shape)
+        if gate.dim() == 2:  # a follower of a per-weight gate: on while most of the channel's weights are
+            gate = (gate.float().mean(1) > 0.5).to(gate.dtype)
+        full = torch.cat([gate.reshape(-1), gate.new_ones(1)])[index]
+        view = [1] * like.dim()
+        view[self.dim] = full.numel()
+        return full.reshape(view)
+
+    def unit_mask(self, weight: Tensor) -> Tensor:
+        gate = self.shared.gate()
+        if gate.dim() == 2:
+            gate = gate.float().mean(1)
+        return torch.cat([gate.reshape(-1), gate.new_ones(1)])[
+            torch.where(self.channel_of >= 0, self.channel_of, self.channels).to(gate.device)]
+
+    def hard_mask(self, weight: Tensor) -> Tensor:
+        hard = self.shared.hard().to(self.channel_of.device)
+        return torch.cat([hard, hard.new_ones(1)])[torch.where(self.channel_of >= 0, self.channel_of, self.channels)]
+
+    def weight_mask(self, weight: Tensor) -> Tensor:
+        hard = self.hard_mask(weight).to(weight.device)
+        view = [1] * weight.dim()
+        view[self.dim] = hard.numel()
+        return hard.reshape(view)
+
+    def forward(self, weight: Tensor) -> Tensor:
+        return weight * self._gather(self.shared.gate(), weight).to(weight.dtype)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, channels={self.channels}, owner={hasattr(self, 'group_mask')}"
+
+
+def install_pass_hooks(model: nn.Module, gates: Sequence[SharedGate]) -> list[RemovableHandle]:
+    """Hooks on the model's forward that bracket each pass for the shared gates."""
+    if not gates:
+        return []
+
+    def start(module: nn.Module, args: object) -> None:
+        for gate in gates:
+            gate.start_pass()
+
+    def end(module: nn.Module, args: object, output: object) -> None:
+        for gate in gates:
+            gate.end_pass()
+
+    return [model.register_forward_pre_hook(start), model.register_forward_hook(end, always_call=True)]
