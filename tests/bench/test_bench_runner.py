@@ -108,8 +108,10 @@ def test_pretraining_feeds_every_cell_and_its_failure_fails_them(tmp_path):
 
 
 def test_macs_target_leaves_that_share_of_the_dense_macs(tmp_path):
+    """Per-layer filter masks: the target is on effective MACs (density-weighted)."""
     suite = parse_suite({"base": dict(TINY), "grid": {"model": "mlp", "method": "magnitude",
-                                                      "granularity": "filter", "macs": [0.5]}})
+                                                      "granularity": "filter", "macs": [0.5]},
+                         "method_options": {"magnitude": {"coupled": False}}})
     summary = run_suite(suite, tmp_path)
     assert not summary.failed
     [line] = read_results(tmp_path)
@@ -117,6 +119,20 @@ def test_macs_target_leaves_that_share_of_the_dense_macs(tmp_path):
     # filters are whole rows of 300 and 100: the achieved share lies within one row of the target
     assert line["macs_effective"] / line["macs_dense"] == pytest.approx(0.5, abs=0.01)
     assert 0.0 < line["target_sparsity"] < 1.0
+
+
+def test_macs_target_of_coupled_filter_pruning_is_the_shrunk_model(tmp_path):
+    """Removing a channel also removes the weights that read it: the shrunk MACs meet the target at a
+    much lower sparsity than the density count would need."""
+    suite = parse_suite({"base": dict(TINY), "grid": {"model": "mlp", "method": "magnitude",
+                                                      "granularity": "filter", "macs": [0.5]}})
+    summary = run_suite(suite, tmp_path)
+    assert not summary.failed
+    [line] = read_results(tmp_path)
+    assert line["macs_shrunk"] / line["macs_dense"] == pytest.approx(0.5, abs=0.02)
+    assert line["macs_shrunk"] / line["macs_dense"] <= 0.5
+    assert line["macs_shrunk"] < line["macs_effective"]
+    assert 0.0 < line["target_sparsity"] < 0.5
 
 
 def test_cli_bench_then_report(tmp_path, capsys):

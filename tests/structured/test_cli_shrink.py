@@ -60,6 +60,8 @@ def test_filter_run_from_trained_weights_shrinks_to_the_same_outputs(tmp_path, c
     assert report["channels_masked"] == 0 and report["channels_removed"] > 0
     assert report["max_abs_diff_vs_run"] <= 1e-4 and report["accuracy_shrunk"] == report["accuracy_run"]
     assert report["macs_after"] <= 0.3 * report["macs_before"]  # half the channels of coupled layers: ~1/4
+    run_report = json.loads((pruned / "report.json").read_text())
+    assert (run_report["params_shrunk"], run_report["macs_shrunk"]) == (report["params_after"], report["macs_after"])
 
 
 def test_shrinking_an_unstructured_run_is_one_clear_line(runs, tmp_path, capsys):

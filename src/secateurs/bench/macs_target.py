@@ -8,6 +8,11 @@ fraction ``f`` of the dense MACs is ``s = 1 - (f * dense - fixed) / prunable``, 
 freshly built model. Rounding to whole units (filters, kernels) moves the achieved MACs a little;
 the report shows the measured value. Methods that spread sparsity unevenly (``scope: global``) would
 miss the target, so MACs targets need a per-tensor or per-group scope.
+
+Filter pruning on coupled channel groups is different: removing a channel also removes the input
+weights that read it, so the shrunk model's MACs (``macs_shrunk`` in ``report.json``) fall roughly
+with the square of the density. :func:`sparsity_for_shrunk_macs` finds the per-group sparsity that
+leaves the target fraction of those, by bisection over the predicted shrunk size.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import torch
 from secateurs.errors import UsageError
 from secateurs.experiment.config import RunConfig
 
-__all__ = ["MacsSplit", "measure_macs_split", "sparsity_for_macs"]
+__all__ = ["MacsSplit", "measure_macs_split", "sparsity_for_macs", "sparsity_for_shrunk_macs"]
 
 
 @dataclass(frozen=True)
@@ -70,3 +75,55 @@ def sparsity_for_macs(split: MacsSplit, fraction: float, *, scope: str = "tensor
             f"{split.fixed / split.dense:.1%}"
         )
     return round(max(sparsity, 0.0), 6)
+
+
+def sparsity_for_shrunk_macs(config: RunConfig, fraction: float, *, tolerance: float = 1e-3) -> float:
+    """The per-group filter sparsity whose shrunk model keeps ``fraction`` of the dense MACs.
+
+    The kept channel counts (not which channels) fix the shrunk size, so the magnitude selection on
+    the freshly built model predicts what any method at the same sparsity and scope will deliver.
+    Returns the smallest sparsity on the bisection grid that reaches the target (at most the target).
+
+    Raises:
+        UsageError: the target cannot be met (the layers that cannot shrink cost more), or the scope
+            is global.
+    """
+    import copy
+
+    from secateurs.data import build_data
+    from secateurs.methods import Horizon, build_method
+    from secateurs.models import build_model
+    from secateurs.structured import coupled_channel_groups, predict_shrunk_size
+    from secateurs.structured.plan import plan_removal
+
+    options = config.method_config()
+    if options.scope == "global":
+        raise UsageError("a MACs target sets one sparsity for every group; use scope tensor or group, not global")
+    data = build_data(config.data, data_dir=config.data_dir, limit_train=config.limit_train,
+                      limit_test=config.limit_test, augment=False, seed=config.seed)
+    model = build_model(config.model, in_channels=data.in_channels, num_classes=data.num_classes,
+                        image_size=data.image_size)
+    example = torch.zeros(1, *data.input_shape)
+    groups = coupled_channel_groups(model, example)
+    targets = config.select_targets(model)
+
+    def shrunk_fraction(sparsity: float) -> float:
+        work = copy.deepcopy(model)
+        method = build_method("magnitude", sparsity=sparsity, granularity="filter", scope=options.scope)
+        method.attach(work, targets, Horizon(1, 1), channel_groups=groups)
+        method.prune_to(sparsity)
+        masks = method.finalize(squash=False)
+        size = predict_shrunk_size(model, groups, plan_removal(groups, masks), example)
+        return size.macs_after / size.macs_before
+
+    low, high = 0.0, 0.99
+    if shrunk_fraction(high) > fraction:
+        raise UsageError(f"{fraction:.0%} of the dense MACs cannot be met by removing channels of {config.model}: "
+                         f"even 99 % filter sparsity leaves {shrunk_fraction(high):.1%}")
+    while high - low > tolerance:
+        middle = 0.5 * (low + high)
+        if shrunk_fraction(middle) > fraction:
+            low = middle
+        else:
+            high = middle
+    return round(high, 6)

@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from secateurs.bench.grid import Cell
-from secateurs.bench.macs_target import MacsSplit, measure_macs_split, sparsity_for_macs
+from secateurs.bench.macs_target import MacsSplit, measure_macs_split, sparsity_for_macs, sparsity_for_shrunk_macs
 from secateurs.bench.results import append_result, config_hash, latest_by_cell, matches_saved, read_results
 from secateurs.bench.suite import Suite
 from secateurs.errors import UsageError
@@ -103,6 +103,7 @@ class _Context:
     data_dir: str | None
     failed_pretrain: set[str] = field(default_factory=set)
     macs_splits: dict[tuple[Any, ...], MacsSplit] = field(default_factory=dict)
+    shrunk_sparsity: dict[tuple[Any, ...], float] = field(default_factory=dict)
 
 
 def _run_cell(cell: Cell, ctx: _Context) -> tuple[str, str]:
@@ -148,7 +149,14 @@ def _resolve(cell: Cell, ctx: _Context) -> RunConfig:
     if ctx.data_dir is not None:
         changes["data_dir"] = ctx.data_dir
     config = cell.config.with_overrides(**changes) if changes else cell.config
-    if cell.target_kind == "macs":
+    if cell.target_kind == "macs" and config.couples_channels:
+        assert cell.target_value is not None
+        key = ("shrunk", config.model, config.data, config.include, config.exclude, config.method_options.get("scope"),
+               cell.target_value)
+        if key not in ctx.shrunk_sparsity:
+            ctx.shrunk_sparsity[key] = sparsity_for_shrunk_macs(config, cell.target_value)
+        config = config.with_overrides(method_options={**config.method_options, "sparsity": ctx.shrunk_sparsity[key]})
+    elif cell.target_kind == "macs":
         assert cell.target_value is not None
         key = (config.model, config.data, config.data_dir, config.include, config.exclude, config.limit_train)
         if key not in ctx.macs_splits:

@@ -2,21 +2,27 @@
 
 ``achieved_sparsity`` is measured over the pruned tensors from their masks (structural), while
 ``params_nonzero`` and ``macs_effective`` count what is non-zero in the whole model, so weights
-that happen to be zero and layers that were not pruned are visible too.
+that happen to be zero and layers that were not pruned are visible too. Filter-pruned runs also
+get ``params_shrunk`` and ``macs_shrunk``: the size ``secateurs shrink`` will deliver.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
 from torch import nn
 
+from secateurs.core.granularity import Filter
 from secateurs.core.masks import MaskSet
+from secateurs.errors import UsageError
 from secateurs.experiment.config import RunConfig
 from secateurs.metrics import count_macs, count_nonzero_params, count_params, layer_table, measure_latency
 
 __all__ = ["build_report"]
+
+log = logging.getLogger(__name__)
 
 
 def build_report(
@@ -40,7 +46,7 @@ def build_report(
             entry = masks[row["name"]]
             row["granularity"] = str(entry.granularity)
             row["mask_sparsity"] = entry.sparsity
-    return {
+    report = {
         "method": config.method or "dense",
         "model": config.model,
         "dataset": config.data,
@@ -62,3 +68,20 @@ def build_report(
         "method_options": method_config.to_dict() if method_config else {},
         "layers": layers,
     }
+    report.update(_shrunk_size(model, masks, example_input))
+    return report
+
+
+def _shrunk_size(model: nn.Module, masks: MaskSet | None, example_input: torch.Tensor) -> dict[str, Any]:
+    """For filter masks: what ``secateurs shrink`` will leave (effective MACs count only the zero
+    filters, not the input channels of the next layer that removal also takes away)."""
+    if masks is None or not len(masks) or not all(isinstance(e.granularity, Filter) for e in masks.values()):
+        return {}
+    from secateurs.structured import predict_from_masks
+
+    try:
+        size = predict_from_masks(model, masks, example_input)
+    except UsageError as exc:
+        log.warning("no shrunk size in the report: %s", exc)
+        return {}
+    return {"params_shrunk": size.params_after, "macs_shrunk": size.macs_after}

@@ -4,7 +4,9 @@ Seeds are aggregated as mean and sample standard deviation. Following ShrinkBenc
 both the compression ratio (``params_total / params_nonzero`` over the whole model) and the
 theoretical speedup (``macs_dense / macs_effective``), and the accuracy difference to the dense
 reference of the same model and data: the dense grid cells (same epoch budget) when the suite has
-them, else the dense pretraining runs.
+them, else the dense pretraining runs. Filter-pruned runs count the shrunk model's size
+(``params_shrunk``, ``macs_shrunk``): what ``secateurs shrink`` delivers, zero filters and the
+input weights that read them both gone.
 """
 
 from __future__ import annotations
@@ -130,14 +132,24 @@ def _row(records: list[dict[str, Any]]) -> SummaryRow:
         epochs=int(first.get("epochs", 0)), pretrain_epochs=int(first.get("pretrain_epochs", 0)),
         accuracy=stat(lambda r: r.get("accuracy")),
         sparsity=stat(lambda r: r.get("achieved_sparsity")),
-        compression=stat(lambda r: _ratio(r.get("params_total"), r.get("params_nonzero"))),
-        speedup=stat(lambda r: _ratio(r.get("macs_dense"), r.get("macs_effective"))),
-        macs_effective=stat(lambda r: r.get("macs_effective")),
-        params_nonzero=stat(lambda r: r.get("params_nonzero")),
+        compression=stat(lambda r: _ratio(r.get("params_total"), _params(r))),
+        speedup=stat(lambda r: _ratio(r.get("macs_dense"), _macs(r))),
+        macs_effective=stat(_macs),
+        params_nonzero=stat(_params),
         train_seconds=stat(lambda r: r.get("train_seconds")),
         run_dirs=[r["run_dir"] for r in records if r.get("run_dir")],
         layers=_mean_layers(records),
     )
+
+
+def _params(result: dict[str, Any]) -> float | None:
+    """Parameters left: the shrunk model's where the run prunes channels, else the non-zero ones."""
+    return result.get("params_shrunk", result.get("params_nonzero"))
+
+
+def _macs(result: dict[str, Any]) -> float | None:
+    """MACs left: the shrunk model's where the run prunes channels, else the effective (density) count."""
+    return result.get("macs_shrunk", result.get("macs_effective"))
 
 
 def _ratio(total: float | None, part: float | None) -> float | None:

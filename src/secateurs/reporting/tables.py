@@ -104,7 +104,8 @@ def _detail_table(rows: list[SummaryRow], setting: tuple[str, str]) -> Table:
             "n/a" if r.train_seconds is None else f"{r.train_seconds.mean:.1f}",
         ])
     caption = ("Mean ± sample std over seeds. Compression = params_total / params_nonzero (whole model); "
-               "speedup = macs_dense / macs_effective (theoretical). Epochs: pretraining + run.")
+               "speedup = macs_dense / macs_effective (theoretical); filter rows count the shrunk model "
+               "(params_shrunk, macs_shrunk). Epochs: pretraining + run.")
     return Table(f"{setting[0]} on {setting[1]}: all runs", _DETAIL_HEADER, body, caption, setting)
 
 

@@ -17,11 +17,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from secateurs.core.masks import MaskSet
 from secateurs.metrics import count_macs
 from secateurs.structured.groups import ChannelGroup
-from secateurs.structured.plan import RemovalPlan
+from secateurs.structured.plan import RemovalPlan, plan_removal
 
-__all__ = ["SizePrediction", "predict_shrunk_size", "zero_dead_channels_"]
+__all__ = ["SizePrediction", "predict_from_masks", "predict_shrunk_size", "zero_dead_channels_"]
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,27 @@ def predict_shrunk_size(
         # Convolution and linear MACs are (weight elements) x (output positions): they scale exactly.
         macs_after += layer.dense * new_numel.get(weight, old) // old - layer.dense
     return SizePrediction(before, after, macs.dense, macs_after)
+
+
+def predict_from_masks(
+    model: nn.Module, masks: MaskSet, example_input: Any, *, groups: list[ChannelGroup] | None = None
+) -> SizePrediction:
+    """Parameters and MACs after ``secateurs shrink`` (default options) of a filter-masked model.
+
+    Args:
+        model: The model (masks baked in or not: only their shapes and the groups matter).
+        masks: Filter-granularity masks.
+        example_input: One input of the model (batch 1 gives per-image MACs).
+        groups: The model's channel groups; traced from ``example_input`` when not given.
+
+    Raises:
+        UsageError: If the model cannot be traced or a mask is not filter granularity.
+    """
+    if groups is None:
+        from secateurs.structured.graph import coupled_channel_groups
+
+        groups = coupled_channel_groups(model, example_input)
+    return predict_shrunk_size(model, groups, plan_removal(groups, masks), example_input)
 
 
 @torch.no_grad()
