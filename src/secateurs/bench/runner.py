@@ -28,6 +28,7 @@ from secateurs.bench.results import append_result, config_hash, latest_by_cell, 
 from secateurs.bench.suite import Suite
 from secateurs.errors import UsageError
 from secateurs.experiment.config import RunConfig, load_recipe
+from secateurs.utils.io import atomic_path
 
 __all__ = ["BenchSummary", "run_suite"]
 
@@ -74,7 +75,8 @@ def run_suite(
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / SUITE_COPY).write_text(yaml.safe_dump(suite.source, sort_keys=False))
+    with atomic_path(out / SUITE_COPY) as tmp:
+        tmp.write_text(yaml.safe_dump(suite.source, sort_keys=False))
     previous = latest_by_cell(read_results(out))
     summary = BenchSummary(not_applicable=len(suite.not_applicable))
     for cell_id, reason in suite.not_applicable:

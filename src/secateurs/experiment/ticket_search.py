@@ -35,6 +35,7 @@ from secateurs.models import build_model
 from secateurs.train.checkpoint import load_model_weights, restore_rng
 from secateurs.train.evaluate import autocast_for, evaluate
 from secateurs.train.optim import build_optimizer, lr_factor
+from secateurs.train.progress import ProgressBar, progress_bar
 from secateurs.utils.io import append_jsonl, atomic_path, load_weights_only, save_json, save_torch
 
 __all__ = ["imp_cost", "replica_configs", "search_tickets"]
@@ -119,7 +120,7 @@ def search_tickets(
         resume: continue from ``out/state.pt``.
         imp: ``compute`` IMP's cost for the same curve, ``measure`` it by running ``lottery`` (its curve
             and seconds are added to the results), or ``none``.
-        show_progress: print one line per epoch.
+        show_progress: draw a progress bar over the epochs on the terminal.
 
     Returns:
         The content of ``curve.json``.
@@ -181,6 +182,15 @@ class _Search:
 
     def train(self, show_progress: bool) -> None:
         start = time.perf_counter() - self.seconds
+        bar = progress_bar(show_progress, total=self.base.train.epochs, done=self.epochs_done,
+                           description=f"{len(self.replicas)} tickets")
+        try:
+            self._train_phases(start, bar)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _train_phases(self, start: float, bar: ProgressBar | None) -> None:
         first = 0
         for index, phase in enumerate(self.phases):
             last = first + phase.epochs
@@ -196,9 +206,8 @@ class _Search:
                     self._log(epoch, phase.name, evaluate_now=epoch + 1 == last)
                     self.epochs_done = epoch + 1
                     _save_state(self.out / STATE, self.replicas, self.epochs_done, self.step, self.seconds)
-                    if show_progress:
-                        msg = f"epoch {self.epochs_done}/{self.base.train.epochs} ({phase.name}) {self.seconds:.0f} s"
-                        print(msg, flush=True)  # noqa: T201
+                    if bar is not None:
+                        bar.advance()
             first = last
 
     def _epoch(self, epoch: int, name: str, first: int, last: int, factor: Any) -> None:

@@ -21,6 +21,7 @@ from secateurs.core.targets import Target
 from secateurs.methods.base import Horizon, Phase, PruningMethod
 from secateurs.train.checkpoint import load_checkpoint, load_model_weights, restore_rng, save_checkpoint
 from secateurs.train.config import TrainConfig
+from secateurs.train.progress import progress_bar
 
 if TYPE_CHECKING:
     from secateurs.structured.groups import ChannelGroup
@@ -168,7 +169,7 @@ def fit(
             optimizer = build_optimizer(model, config, method)
             optimizer.load_state_dict(state["optimizer"])
 
-    bar = _progress(show_progress, total=config.epochs * len(train_loader), done=epochs_done * len(train_loader))
+    bar = progress_bar(show_progress, total=config.epochs * len(train_loader), done=epochs_done * len(train_loader))
     start_time = time.perf_counter() - (history[-1]["seconds"] if history else 0.0)
     try:
         for index, (phase, (first, last)) in enumerate(zip(phases, bounds)):
@@ -217,25 +218,3 @@ def fit(
         final = evaluate(model, eval_loader, amp=config.amp)
     seconds = history[-1]["seconds"] if history else 0.0
     return FitResult(history=history, final=final, seconds=seconds)
-
-
-class _Bar:
-    """A rich progress bar over all steps of the run."""
-
-    def __init__(self, total: int, done: int) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-        self._progress = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                                  TimeRemainingColumn(), transient=True)
-        self._task = self._progress.add_task("training", total=total, completed=done)
-        self._progress.start()
-
-    def advance(self) -> None:
-        self._progress.advance(self._task)
-
-    def close(self) -> None:
-        self._progress.stop()
-
-
-def _progress(enabled: bool, total: int, done: int) -> _Bar | None:
-    return _Bar(total, done) if enabled else None
