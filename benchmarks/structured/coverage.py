@@ -7,9 +7,11 @@ seen by LayerNorm are left to ``--approximate``), shrink (which verifies the shr
 masked one), check the forward pass and record parameters and MACs before/after against the prediction.
 
 Each model runs in its own subprocess with a time and memory limit, so one failure or a huge model
-cannot stop the sweep; results are appended to a JSONL file (re-running skips finished models).
+cannot stop the sweep; results are appended to a JSONL file, one row per model (re-running skips
+finished models; models named with ``--models`` are run again and their rows replaced).
 
     python benchmarks/structured/coverage.py --out benchmarks/structured/results/coverage.jsonl
+    python benchmarks/structured/coverage.py --models vit_h_14 --memory-gb 18 --timeout 1800
     python benchmarks/structured/coverage.py --table benchmarks/structured/results/coverage.jsonl
 """
 
@@ -124,7 +126,7 @@ def sweep(out: Path, timeout: float, memory_gb: float, only: list[str] | None) -
 
     names = only or _cheap_first(torchvision.models.list_models(module=torchvision.models))
     done = set()
-    if out.exists():
+    if out.exists() and not only:  # models named with --models are re-run and their rows replaced
         done = {json.loads(line)["model"] for line in out.read_text().splitlines() if line.strip()}
     out.parent.mkdir(parents=True, exist_ok=True)
     for name in names:
@@ -138,23 +140,39 @@ def sweep(out: Path, timeout: float, memory_gb: float, only: list[str] | None) -
                 "model": name, "status": "error", "error": (proc.stderr.strip().splitlines() or ["crashed"])[-1][:200]}
         except subprocess.TimeoutExpired:
             row = {"model": name, "status": "timeout", "error": f"over {timeout:.0f} s"}
-        with out.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+        kept = [line for line in (out.read_text().splitlines() if out.exists() else [])
+                if line.strip() and json.loads(line)["model"] != name]
+        out.write_text("".join(line + "\n" for line in [*kept, json.dumps(row)]))
         sys.stderr.write(f"{name}: {row['status']}\n")
 
 
 def table(path: Path) -> str:
     """Markdown table of a coverage JSONL file."""
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    by_model = {}
+    for line in path.read_text().splitlines():  # one row per model: a re-run replaces the earlier row
+        if line.strip():
+            row = json.loads(line)
+            by_model[row["model"]] = row
+    rows = list(by_model.values())
     ok = sum(r["status"] == "ok" for r in rows)
-    lines = [f"{ok} of {len(rows)} models pass (forward after 30 % pruning, 0 % equivalence, params as predicted).",
-             "",
-             "| model | input | groups (removable / approx.) | params before → after | MACs before → after "
-             "| MACs as predicted | max rel. diff vs masked | status |",
-             "|---|---|---|---|---|---|---|---|"]
+    failing = sorted((r for r in rows if r["status"] != "ok"), key=lambda r: r["model"])
+    lines = [f"**{ok} of {len(rows)} torchvision classifiers shrink with verified outputs** (forward after 30 %",
+             "pruning, 0 % equivalence, parameters as predicted); Torch-Pruning's own sweep reports 77 of its 85",
+             "(torchvision 0.13.1, detection and segmentation models included).",
+             ""]
+    if failing:
+        lines += ["Failing:", ""]
+        lines += [f"* `{r['model']}`: {r['status']}"
+                  + (f" — `{r['error']}`" if r.get("error") else " (see the table)") for r in failing]
+        lines.append("")
+    else:
+        lines += ["Failing: none.", ""]
+    lines += ["| model | input | groups (removable / approx.) | params before → after | MACs before → after "
+              "| MACs as predicted | max rel. diff vs masked | status |",
+              "|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: r["model"]):
         if r["status"] in ("error", "timeout"):
-            lines.append(f"| {r['model']} | | | | | | | {r['status']}: {r.get('error', '')} |")
+            lines.append(f"| {r['model']} | | | | | | | {r['status']} (see above) |")
             continue
         diff = "n/a (approx.)" if r["shrink_diff"] is None else f"{r['shrink_diff']:.1e}"
         macs_ok = "yes" if r["macs_after"] == r["macs_predicted"] else f"no ({r['macs_predicted'] / 1e6:.1f}M)"
