@@ -174,3 +174,53 @@ def test_global_scope_counts_every_weight_of_a_channel(batches):
     pruned = sum(int((~m.full()).sum()) for m in masks.values())
     total = sum(m.mask.numel() * m.granularity.unit_size(m.weight_shape) for m in masks.values())
     assert abs(pruned / total - SPARSITY) < 0.1
+
+
+class ConcatGroupedNet(nn.Module):
+    """A concatenation normalised by one batch norm (two groups share its tensors) and a grouped
+    convolution (its groups need equal widths: channels are pruned in matching pairs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 4, 3, padding=1)
+        self.b = nn.Conv2d(4, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.c = nn.Conv2d(8, 8, 1, bias=False)
+        self.bnc = nn.BatchNorm2d(8)
+        self.g = nn.Conv2d(8, 8, 3, padding=1, groups=2, bias=False)
+        self.bng = nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = torch.relu(self.a(x))
+        y = torch.relu(self.bn(torch.cat([a, torch.relu(self.b(a))], 1)))
+        y = torch.relu(self.bnc(self.c(y)))
+        y = torch.relu(self.bng(self.g(y)))
+        return self.fc(y.mean((2, 3)))
+
+
+@pytest.mark.parametrize("name", ["magnitude", "gibbs", "dpp", "cs"])
+def test_shared_norms_and_grouped_convolutions_shrink_exactly(name, batches):
+    torch.manual_seed(0)
+    net = ConcatGroupedNet()
+    with torch.no_grad():
+        for m in (net.bn, net.bnc, net.bng):
+            m.bias.normal_(0.0, 0.5)
+            m.running_mean.normal_(0.0, 0.5)
+    groups = coupled_channel_groups(net, torch.zeros(1, 3, 8, 8))
+    method = build_method(name, **{**METHOD_KWARGS.get(name, {}), "sparsity": SPARSITY, "granularity": "filter"})
+    run(method, net, batches, EPOCHS, pretrained=True, targets=select_targets(net, include_first=True),
+        channel_groups=groups)
+    ties = {key: tie for key, (tie, _) in method.ties.items()}
+    assert set(ties) >= {"a.weight", "b.weight"}, "a norm shared by two groups does not stop either"
+    assert ties["c.weight"].chunks == 2 and ties["g.weight"].chunks == 2, "a grouped convolution ties pairs"
+    x = torch.randn(4, 3, 8, 8)
+    net.eval()
+    with torch.no_grad():
+        masked = net(x)
+    masks = method.finalize()
+    result = shrink(net, masks, x[:1])
+    assert result.plan.masked_channels == 0
+    assert result.model.g.out_channels == 4 and result.model.g.in_channels == 4
+    with torch.no_grad():
+        torch.testing.assert_close(result.model(x), masked, rtol=0, atol=1e-5)

@@ -64,3 +64,29 @@ def test_torchvision_model_shrinks_to_an_equal_smaller_model(name):
     assert (outputs(result.model, x) - expected).abs().max() <= 1e-4 * max(1.0, float(expected.abs().max()))
     assert count_params(result.model) == result.prediction.params_after < count_params(model)
     assert count_macs(result.model, x[:1]).dense == result.prediction.macs_after
+
+
+@pytest.mark.filterwarnings("ignore:The default weight initialization of GoogleNet")
+@pytest.mark.parametrize(("name", "method"), [("resnet18", "gmp"), ("mobilenet_v2", "dpp"), ("densenet-tiny", "cs"),
+                                              ("regnet-tiny", "gibbs"), ("googlenet", "magnitude")])
+def test_a_method_on_coupled_groups_gives_a_masked_model_equal_to_its_shrunk_model(name, method):
+    """The method's own masks (one per group, norms and biases included): the finalized model itself
+    is the reference, no zeroing of dead channels needed."""
+    from secateurs.core.targets import select_targets
+    from secateurs.methods import Horizon, build_method
+
+    torch.manual_seed(0)
+    model = randomize_(_build(name)).eval()
+    x = torch.randn(2, 3, 32, 32)
+    pruner = build_method(method, sparsity=0.3, granularity="filter")
+    pruner.attach(model, select_targets(model, include_first=True), Horizon(10, 10, pretrained=True),
+                  channel_groups=coupled_channel_groups(model, x[:1]))
+    assert pruner.ties
+    if method in ("gmp", "magnitude"):
+        pruner.prune_to(0.3)  # what their schedules reach by the end
+    masks = pruner.finalize()
+    expected = outputs(model, x)
+    result = shrink(model, masks, x[:1])
+    assert result.plan.removed_channels > 0 and result.plan.masked_channels == 0
+    assert expected.std() > 1e-3
+    assert (outputs(result.model, x) - expected).abs().max() <= 1e-4 * max(1.0, float(expected.abs().max()))

@@ -107,11 +107,16 @@ def original_name(param_name: str) -> str | None:
     return ".".join(parts[:i] + [parts[i + 1]])
 
 
-def attach_(model: nn.Module, name: str, parametrization: MaskParametrization) -> None:
-    """Register ``parametrization`` on the weight ``name`` (original fqn) of ``model``."""
+def attach_(model: nn.Module, name: str, parametrization: MaskParametrization, *, chain: bool = False) -> None:
+    """Register ``parametrization`` on the weight ``name`` (original fqn) of ``model``.
+
+    Args:
+        chain: allow a tensor that already carries masks to take one more (they multiply); without it
+            a second mask is an error (a previous method was not finalized).
+    """
     module_name, param = split_name(name)
     module = model.get_submodule(module_name)
-    if parametrize.is_parametrized(module, param):
+    if parametrize.is_parametrized(module, param) and not chain:
         raise ValueError(f"{name} already carries a parametrization; finalize the previous method first")
     # unsafe=True skips parametrize's extra consistency forward; shapes are preserved by construction.
     parametrize.register_parametrization(module, param, parametrization, unsafe=True)
@@ -145,4 +150,5 @@ def squash_(model: nn.Module) -> None:
         found.append((module, param, original, p.weight_mask(original).to(original.dtype)))
     for module, param, original, mask in found:
         original.mul_(mask)
+    for module, param in dict.fromkeys((module, param) for module, param, _, _ in found):
         parametrize.remove_parametrizations(module, param, leave_parametrized=False)

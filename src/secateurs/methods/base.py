@@ -207,8 +207,10 @@ class PruningMethod(ABC):
         shared = SharedGate(mask, group_weight)
         for member in tie.members:
             shape = _original(model, member.param).shape
-            follower = CoupledFilterMask(shared, member, shape, owner=member.param == tie.name)
-            attach_(model, member.param, follower.to(device))
+            follower = CoupledFilterMask(shared, member, shape, units=tie.units, chunks=tie.chunks,
+                                         owner=member.param == tie.name)
+            # A norm after a concatenation follows several groups: their masks chain on its tensors.
+            attach_(model, member.param, follower.to(device), chain=member.columns is None)
         self.parametrizations[tie.name] = mask
         self.ties[tie.name] = (tie, shared)
 
@@ -266,12 +268,24 @@ class PruningMethod(ABC):
             tie = self.ties.get(name)
             yield name, p, (tie[1].weight() if tie is not None else _original(self.model, name))
 
-    def _originals(self, name: str) -> list[Tensor]:
-        """The original tensors behind key ``name``: one weight, or every tensor of a tied group."""
+    @torch.no_grad()
+    def _scale_weights_(self, name: str, factor: Tensor | float) -> None:
+        """Multiply the tensors behind key ``name`` by ``factor`` in place: one weight, or every tensor
+        of a tied group at the group's own positions (a shared norm's other channels are left alone)."""
         assert self.model is not None, "attach the method to a model first"
         tie = self.ties.get(name)
-        params = [m.param for m in tie[0].members] if tie is not None else [name]
-        return [_original(self.model, p) for p in params]
+        if tie is None:
+            weight = _original(self.model, name)
+            weight.mul_(torch.as_tensor(factor, dtype=weight.dtype, device=weight.device))
+            return
+        for member in tie[0].members:
+            weight = _original(self.model, member.param)
+            inside = torch.tensor(member.unit_of, device=weight.device) >= 0
+            scale = torch.where(inside, torch.as_tensor(factor, dtype=weight.dtype, device=weight.device),
+                                torch.ones((), dtype=weight.dtype, device=weight.device))
+            view = [1] * weight.dim()
+            view[member.dim] = scale.numel()
+            weight.mul_(scale.reshape(view))
 
     @torch.no_grad()
     def hard_masks(self) -> MaskSet:
@@ -289,8 +303,8 @@ class PruningMethod(ABC):
                 continue
             padded = torch.cat([unit.reshape(-1).to(torch.bool), unit.new_ones(1, dtype=torch.bool)])
             for member in tie[0].producers:
-                index = torch.tensor(member.channel_of, dtype=torch.long, device=padded.device)
-                masks[member.param] = padded[torch.where(index >= 0, index, tie[0].channels)]
+                index = torch.tensor(member.unit_of, dtype=torch.long, device=padded.device)
+                masks[member.param] = padded[torch.where(index >= 0, index, tie[0].units)]
         shapes = {t.name: t.shape for t in self.targets}
         return MaskSet.from_masks(masks, self.config.granularity, shapes)
 

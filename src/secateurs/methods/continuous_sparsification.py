@@ -381,8 +381,7 @@ class ContinuousSparsification(PruningMethod):
     def _fold_scales(self) -> None:
         for name, gate, _ in self._weights():
             if isinstance(gate, CSGate):
-                for original in self._originals(name):  # a coupled group's gate scales all its tensors
-                    original.mul_(gate.scale.to(original.dtype))
+                self._scale_weights_(name, gate.scale)  # a coupled group's gate scales all its tensors
                 gate.scale.fill_(1.0)
 
     def finalize(self, squash: bool = True) -> Any:

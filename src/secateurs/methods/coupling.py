@@ -43,31 +43,38 @@ class TiedMember:
     Attributes:
         param: Original parameter name.
         dim: Dimension along which the channels lie.
-        channel_of: For each position along ``dim``, its group channel, or ``-1`` when the position
-            belongs to no channel of the group (it is left alone).
+        unit_of: For each position along ``dim``, the unit (see :class:`TiedGroup`) of its channel, or
+            ``-1`` when the position belongs to no channel of the group (it is left alone).
+        slot_of: For each position, which of its unit's channels it holds (always 0 without chunks).
         columns: For producers (filter banks, dim 0), the slice of the group weight's columns that
             holds this tensor's filters; None for followers (biases, normalisation affine).
     """
 
     param: str
     dim: int
-    channel_of: tuple[int, ...]
+    unit_of: tuple[int, ...]
+    slot_of: tuple[int, ...]
     columns: tuple[int, int] | None
 
 
 @dataclass(frozen=True)
 class TiedGroup:
-    """A coupled channel group whose channels a method prunes as one unit each.
+    """A coupled channel group whose channels a method prunes together.
+
+    The method's unit is one channel, or, where a grouped convolution needs equal group widths
+    (``chunks > 1``), the set of channels at the same offset in each of the ``chunks`` slices.
 
     Attributes:
         name: The method's key for the group: the root layer's weight name.
-        channels: Number of channels.
+        units: Number of units (channels / chunks).
+        chunks: Channels per unit.
         members: Every tensor dimension that carries the channels (producers first).
-        width: Columns of the group weight (weight elements per channel over all producers).
+        width: Columns of the group weight (weight elements per unit over all producers).
     """
 
     name: str
-    channels: int
+    units: int
+    chunks: int
     members: tuple[TiedMember, ...]
     width: int
 
@@ -78,17 +85,18 @@ class TiedGroup:
 
     @property
     def target(self) -> Target:
-        """The group as the method sees it: a ``(channels, width)`` weight named after the root."""
-        return Target(self.name, torch.Size((self.channels, self.width)))
+        """The group as the method sees it: a ``(units, width)`` weight named after the root."""
+        return Target(self.name, torch.Size((self.units, self.width)))
 
     def rows(self, member: TiedMember) -> Tensor:
-        """Positions along a producer's dim 0, in channel order."""
-        order = torch.tensor(member.channel_of, dtype=torch.long)
-        positions = torch.nonzero(order >= 0).flatten()
-        return positions[torch.argsort(order[positions])]
+        """Positions along a producer's dim 0, ordered by unit, then slot."""
+        unit = torch.tensor(member.unit_of, dtype=torch.long)
+        key = unit * self.chunks + torch.tensor(member.slot_of, dtype=torch.long)
+        positions = torch.nonzero(unit >= 0).flatten()
+        return positions[torch.argsort(key[positions])]
 
     def group_weight(self, tensors: Callable[[str], Tensor]) -> Tensor:
-        """``(channels, width)``: each producer's filters of channel ``c`` flattened into row ``c``.
+        """``(units, width)``: each producer's filters of unit ``u`` flattened into row ``u``.
 
         Args:
             tensors: Maps a parameter name to its current (original, unmasked) tensor.
@@ -97,7 +105,7 @@ class TiedGroup:
         for member in self.producers:
             weight = tensors(member.param)
             rows = self.rows(member).to(weight.device)
-            parts.append(weight.index_select(0, rows).reshape(self.channels, -1))
+            parts.append(weight.index_select(0, rows).reshape(self.units, -1))
         return torch.cat(parts, dim=1)
 
 
@@ -105,10 +113,11 @@ def plan_ties(groups: Sequence[ChannelGroup], targets: Sequence[Target],
               shapes: dict[str, torch.Size]) -> tuple[list[TiedGroup], list[Target]]:
     """Split the targets into coupled groups and the weights that keep a mask of their own.
 
-    A group is tied when it can be removed physically, needs no equal-width slicing (grouped
-    convolutions), and every producer is a target filter bank holding each channel once: then its
-    channels are pruned together. Other targets keep per-layer masks (their channels are pruned in
-    one layer and left as zeros by the shrinker where a coupled partner keeps them).
+    A group is tied when it can be removed physically and every producer is a target filter bank
+    holding each channel once: then its channels are pruned together. Other targets keep per-layer
+    masks (their channels are pruned in one layer and left as zeros by the shrinker where a coupled
+    partner keeps them). Followers (biases, norms) may belong to several groups: a batch norm after
+    a concatenation normalises the channels of every layer concatenated.
 
     Args:
         groups: From :func:`secateurs.structured.coupled_channel_groups`.
@@ -120,52 +129,56 @@ def plan_ties(groups: Sequence[ChannelGroup], targets: Sequence[Target],
     """
     target_names = {t.name for t in targets}
     tied: list[TiedGroup] = []
-    covered: set[str] = set()
+    producers: set[str] = set()
     for group in groups:
         tie = _tie(group, target_names, shapes)
-        if tie is None or covered & {m.param for m in tie.members}:
+        if tie is None or producers & {m.param for m in tie.producers}:
             continue
-        covered |= {m.param for m in tie.members}
+        producers |= {m.param for m in tie.producers}
         tied.append(tie)
-    return tied, [t for t in targets if t.name not in covered]
+    return tied, [t for t in targets if t.name not in producers]
 
 
 def _tie(group: ChannelGroup, targets: set[str], shapes: dict[str, torch.Size]) -> TiedGroup | None:
     producers = group.producers
-    if not group.removable or group.chunks != 1 or not producers:
+    if not group.removable or not producers or group.channels % group.chunks:
         return None
-    if any(m.param not in targets or m.dim != 0 or m.chunks != 1 for m in producers):
+    if any(m.param not in targets or m.dim != 0 for m in producers):
         return None
+    units = group.channels // group.chunks
     members: list[TiedMember] = []
     width = 0
     for member in (*producers, *(m for m in group.members if m.role == "out" and not m.producer)):
-        if member.param not in shapes or member.chunks != 1:
+        if member.param not in shapes:
             return None
         size = shapes[member.param][member.dim]
         channel_of = [-1] * size
         for position, channel in zip(member.index, member.channel):
-            if position >= size or channel_of[position] not in (-1, channel):
+            position %= size  # a grouped convolution's input dimension repeats (see GroupMember.chunks)
+            if channel_of[position] not in (-1, channel):
                 return None
             channel_of[position] = channel
         columns = None
         if member.producer:
             if sorted(c for c in channel_of if c >= 0) != list(range(group.channels)):
                 return None  # a producer must hold every channel exactly once
-            per_row = shapes[member.param].numel() // size
+            per_row = shapes[member.param].numel() // size * group.chunks
             columns = (width, width + per_row)
             width += per_row
-        members.append(TiedMember(member.param, member.dim, tuple(channel_of), columns))
+        members.append(TiedMember(member.param, member.dim,
+                                  tuple(c % units if c >= 0 else -1 for c in channel_of),
+                                  tuple(c // units if c >= 0 else 0 for c in channel_of), columns))
     root = f"{group.root}.weight" if group.root else "weight"
     if root not in {m.param for m in members if m.columns is not None}:
         root = members[0].param
-    return TiedGroup(root, group.channels, tuple(members), width)
+    return TiedGroup(root, units, group.chunks, tuple(members), width)
 
 
 class SharedGate:
     """The gate of one tied group, computed once per forward pass of the model.
 
     Args:
-        mask: The method's parametrization for the group (units: the group's channels).
+        mask: The method's parametrization for the group (its units: see :class:`TiedGroup`).
         weight: Returns the current group weight.
     """
 
@@ -176,7 +189,7 @@ class SharedGate:
         self._value: Tensor | None = None
 
     def gate(self) -> Tensor:
-        """``(channels,)`` unit gate, or ``(channels, width)`` per-weight gate (Gibbs filter samples)."""
+        """``(units,)`` unit gate, or ``(units, width)`` per-weight gate (Gibbs filter samples)."""
         if self.in_pass and self._value is not None:
             return self._value
         value = self.mask.channel_gate(self.weight().detach())
@@ -185,7 +198,7 @@ class SharedGate:
         return value
 
     def hard(self) -> Tensor:
-        """``(channels,)`` boolean: the group's deterministic mask."""
+        """``(units,)`` boolean: the group's deterministic mask."""
         with torch.no_grad():
             return self.mask.hard_mask(self.weight().detach()).to(torch.bool).reshape(-1)
 
@@ -205,54 +218,57 @@ class CoupledFilterMask(MaskParametrization):
     ``group_mask``), so the model's state dict holds it exactly once.
     """
 
-    channel_of: Tensor
+    unit_of: Tensor
+    slot_of: Tensor
 
-    def __init__(self, shared: SharedGate, member: TiedMember, shape: torch.Size, *, owner: bool) -> None:
+    def __init__(self, shared: SharedGate, member: TiedMember, shape: torch.Size, *, units: int, chunks: int,
+                 owner: bool) -> None:
         super().__init__(Filter(), shape)
         self.dim = member.dim
         self.columns = member.columns
-        self.register_buffer("channel_of", torch.tensor(member.channel_of, dtype=torch.long), persistent=False)
-        self.channels = int(self.channel_of.max()) + 1 if self.channel_of.numel() else 0
+        self.units, self.chunks = units, chunks
+        # Positions outside the group read the padding entry ``units``, whose gate is 1.
+        unit_of = torch.tensor(member.unit_of, dtype=torch.long)
+        self.register_buffer("unit_of", torch.where(unit_of >= 0, unit_of, units), persistent=False)
+        self.register_buffer("slot_of", torch.tensor(member.slot_of, dtype=torch.long), persistent=False)
         object.__setattr__(self, "shared", shared)  # a plain reference: registered once, by the owner
         if owner:
             self.group_mask = shared.mask
 
-    def _gather(self, gate: Tensor, like: Tensor) -> Tensor:
-        """The gate at this tensor's positions, shaped to broadcast against ``like``."""
-        index = torch.where(self.channel_of >= 0, self.channel_of, self.channels).to(gate.device)
-        if gate.dim() == 2 and self.columns is not None:
-            rows = gate[:, self.columns[0]:self.columns[1]]
-            rows = torch.cat([rows, rows.new_ones(1, rows.shape[1])])[index]
-            return rows.reshape(like.shape)
-        if gate.dim() == 2:  # a follower of a per-weight gate: on while most of the channel's weights are
-            gate = (gate.float().mean(1) > 0.5).to(gate.dtype)
-        full = torch.cat([gate.reshape(-1), gate.new_ones(1)])[index]
+    def _padded(self, unit_gate: Tensor) -> Tensor:
+        return torch.cat([unit_gate.reshape(-1), unit_gate.new_ones(1)])[self.unit_of.to(unit_gate.device)]
+
+    def _view(self, full: Tensor, like: Tensor) -> Tensor:
         view = [1] * like.dim()
         view[self.dim] = full.numel()
         return full.reshape(view)
 
+    def _gather(self, gate: Tensor, like: Tensor) -> Tensor:
+        """The gate at this tensor's positions, shaped to broadcast against ``like``."""
+        if gate.dim() == 2 and self.columns is not None:  # per-weight gate: this producer's own columns
+            block = gate[:, self.columns[0]:self.columns[1]].reshape(self.units, self.chunks, -1)
+            block = torch.cat([block, block.new_ones(1, self.chunks, block.shape[2])])
+            unit, slot = self.unit_of.to(gate.device), self.slot_of.to(gate.device)
+            return block[unit, slot].reshape(like.shape)
+        if gate.dim() == 2:  # a follower of a per-weight gate: on while most of the unit's weights are
+            gate = (gate.float().mean(1) > 0.5).to(gate.dtype)
+        return self._view(self._padded(gate), like)
+
     def unit_mask(self, weight: Tensor) -> Tensor:
         gate = self.shared.gate()
-        if gate.dim() == 2:
-            gate = gate.float().mean(1)
-        return torch.cat([gate.reshape(-1), gate.new_ones(1)])[
-            torch.where(self.channel_of >= 0, self.channel_of, self.channels).to(gate.device)]
+        return self._padded(gate.float().mean(1) if gate.dim() == 2 else gate)
 
     def hard_mask(self, weight: Tensor) -> Tensor:
-        hard = self.shared.hard().to(self.channel_of.device)
-        return torch.cat([hard, hard.new_ones(1)])[torch.where(self.channel_of >= 0, self.channel_of, self.channels)]
+        return self._padded(self.shared.hard().to(self.unit_of.device))
 
     def weight_mask(self, weight: Tensor) -> Tensor:
-        hard = self.hard_mask(weight).to(weight.device)
-        view = [1] * weight.dim()
-        view[self.dim] = hard.numel()
-        return hard.reshape(view)
+        return self._view(self.hard_mask(weight).to(weight.device), weight)
 
     def forward(self, weight: Tensor) -> Tensor:
         return weight * self._gather(self.shared.gate(), weight).to(weight.dtype)
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, channels={self.channels}, owner={hasattr(self, 'group_mask')}"
+        return f"dim={self.dim}, units={self.units}, chunks={self.chunks}, owner={hasattr(self, 'group_mask')}"
 
 
 def install_pass_hooks(model: nn.Module, gates: Sequence[SharedGate]) -> list[RemovableHandle]:
