@@ -38,8 +38,11 @@ def describe_run(run: Path, *, as_json: bool = False) -> str:
         f"params     {report['params_nonzero']:,} non-zero of {report['params_total']:,}",
         f"MACs       {report['macs_effective']:,} effective of {report['macs_dense']:,} dense",
         f"latency    {fmt(report.get('latency_ms_batch1'), '.3f')} ms (batch 1, {report.get('latency_device')})",
-        "",
     ]
+    if "macs_shrunk" in report:
+        lines.insert(-1, f"shrunk     {report['params_shrunk']:,} params, {report['macs_shrunk']:,} MACs "
+                         "after `secateurs shrink`")
+    lines.append("")
     return "\n".join(lines) + render_layer_table(report["layers"]) + _render_extras(report)
 
 
@@ -47,7 +50,7 @@ def describe_run(run: Path, *, as_json: bool = False) -> str:
 _STANDARD_KEYS = {
     "method", "model", "dataset", "granularity", "scope", "target_sparsity", "achieved_sparsity", "params_total",
     "params_nonzero", "macs_dense", "macs_effective", "accuracy", "dense_accuracy", "epochs", "train_seconds",
-    "latency_ms_batch1", "latency_device", "seed", "method_options", "layers",
+    "latency_ms_batch1", "latency_device", "seed", "method_options", "layers", "params_shrunk", "macs_shrunk",
 }
 
 
