@@ -18,7 +18,8 @@ class TrainConfig:
     """How to train (one phase's learning-rate schedule restarts with each phase of a method).
 
     Defaults are the usual CIFAR-style recipe: SGD with Nesterov momentum 0.9, lr 0.1, weight decay
-    5e-4, cosine decay with a short linear warm-up.
+    5e-4, cosine decay; ``warmup_epochs`` adds a linear warm-up at the start of each phase (worth it for
+    networks without batch norm such as LeNet-5, for which lr 0.1 sits at the edge of stability).
     """
 
     epochs: int = field(default=10, metadata={"help": "total epoch budget of the run"})
