@@ -26,7 +26,7 @@ from secateurs.train.checkpoint import load_model_weights
 from secateurs.train.loop import CHECKPOINT
 from secateurs.utils.io import atomic_path, load_weights_only, save_json
 
-__all__ = ["execute", "load_dense_weights", "resolve_device"]
+__all__ = ["channel_groups_for", "execute", "load_dense_weights", "resolve_device"]
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ def execute(config: RunConfig, out: str | Path, *, resume: bool = False, show_pr
         state, dense_accuracy = load_dense_weights(config.from_checkpoint)
         load_model_weights(model, state, config.from_checkpoint)
     targets = config.select_targets(model) if method else None
-    channel_groups = _channel_groups(model, data.input_shape, device) if config.couples_channels else None
+    channel_groups = channel_groups_for(config, model, data.input_shape, device)
     out.mkdir(parents=True, exist_ok=True)
     config.save(out / CONFIG)
     eval_loader = data.val if data.val is not None else data.test
@@ -149,8 +149,15 @@ def execute(config: RunConfig, out: str | Path, *, resume: bool = False, show_pr
     return report
 
 
-def _channel_groups(model: nn.Module, input_shape: tuple[int, ...], device: torch.device) -> list[Any] | None:
-    """The model's coupled channel groups, or None (with a warning) when they cannot be traced."""
+def channel_groups_for(
+    config: RunConfig, model: nn.Module, input_shape: tuple[int, ...], device: torch.device
+) -> list[Any] | None:
+    """The model's coupled channel groups when the run prunes filters by groups, else None.
+
+    A model that cannot be traced gets a warning and per-layer filter masks instead.
+    """
+    if not config.couples_channels:
+        return None
     from secateurs.structured import coupled_channel_groups
 
     try:

@@ -29,7 +29,7 @@ from torch import nn
 from secateurs.data import build_data
 from secateurs.errors import UsageError
 from secateurs.experiment.config import RunConfig
-from secateurs.experiment.run import load_dense_weights, resolve_device
+from secateurs.experiment.run import channel_groups_for, load_dense_weights, resolve_device
 from secateurs.methods import Horizon, PruningMethod, build_method
 from secateurs.models import build_model
 from secateurs.train.checkpoint import load_model_weights, restore_rng
@@ -151,8 +151,6 @@ def search_tickets(
 
 
 def _build_replicas(configs: list[RunConfig], data: Any, device: torch.device) -> list[_Replica]:
-    from secateurs.core.targets import select_targets
-
     horizon = Horizon(configs[0].train.epochs, len(data.train), pretrained=bool(configs[0].from_checkpoint))
     replicas = []
     for cfg in configs:
@@ -163,7 +161,8 @@ def _build_replicas(configs: list[RunConfig], data: Any, device: torch.device) -
             state, _ = load_dense_weights(cfg.from_checkpoint)
             load_model_weights(model, state, cfg.from_checkpoint)
         method = build_method(cfg.method, **cfg.method_options)  # type: ignore[arg-type]
-        method.attach(model, select_targets(model, cfg.include or None, cfg.exclude or None), horizon)
+        method.attach(model, cfg.select_targets(model), horizon,
+                      channel_groups=channel_groups_for(cfg, model, data.input_shape, device))
         replicas.append(_Replica(cfg, model, method))
     return replicas
 
