@@ -122,7 +122,7 @@ class _Drawer:
             ax.plot([ref.macs_effective.mean], [ref.accuracy.mean], marker="*", markersize=12, color="0.3",
                     linestyle="none", label="dense")
         ax.set_xscale("log")
-        ax.set_xlabel("effective MACs per image (zero weights skipped)")
+        ax.set_xlabel("MACs per image (zero weights skipped; filter runs: shrunk model)")
         ax.set_ylabel("top-1 accuracy (%)")
         title = f"{self.name}: accuracy vs effective MACs"
         ax.set_title(title, fontsize=10)
