@@ -20,8 +20,9 @@ __all__ = ["add_run_arguments", "run_config_from_args"]
 # flag destination -> (section of the recipe, key); section None = top level
 _TRAIN_FLAGS = {
     "epochs": int, "batch_size": int, "lr": float, "optimizer": str, "lr_schedule": str,
-    "weight_decay": float, "momentum": float, "warmup_epochs": float, "label_smoothing": float,
+    "weight_decay": float, "momentum": float, "warmup_epochs": float, "label_smoothing": float, "compile": str,
 }
+_TRAIN_SWITCHES = ("channels_last",)
 _TOP_FLAGS = {
     "model": str, "data": str, "seed": int, "device": str, "data_dir": str, "val_fraction": float,
     "limit_train": int, "limit_test": int,
@@ -37,6 +38,8 @@ def add_run_arguments(p: argparse.ArgumentParser, *, pruning: bool) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     for name, typ in {**_TOP_FLAGS, **_TRAIN_FLAGS}.items():
         p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=typ, default=S)
+    p.add_argument("--channels-last", dest="channels_last", action="store_true", default=S,
+                   help="channels-last (NHWC) weights and inputs (faster convolutions on GPUs)")
     p.add_argument("--no-augment", dest="augment", action="store_false", default=S, help="no training augmentation")
     p.add_argument("--download", action="store_true", default=S, help="download a missing dataset with torchvision")
     if pruning:
@@ -77,7 +80,7 @@ def run_config_from_args(args: argparse.Namespace, *, pruning: bool) -> RunConfi
     for name in _TOP_FLAGS:
         if name in given:
             raw[name] = given[name]
-    for name in _TRAIN_FLAGS:
+    for name in (*_TRAIN_FLAGS, *_TRAIN_SWITCHES):
         if name in given:
             train[name] = given[name]
     for name in ("augment", "download"):

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from secateurs.errors import UsageError
+from secateurs.train.speed import COMPILE_MODES
 
 __all__ = ["OPTIMIZERS", "LR_SCHEDULES", "TrainConfig"]
 
@@ -33,6 +34,8 @@ class TrainConfig:
     label_smoothing: float = field(default=0.0, metadata={"help": "cross-entropy label smoothing"})
     amp: bool = field(default=True, metadata={"help": "bfloat16 autocast on CUDA (ignored on CPU)"})
     grad_clip: float = field(default=0.0, metadata={"help": "max gradient norm, 0 = off"})
+    compile: str = field(default="off", metadata={"help": "torch.compile: off, default, reduce-overhead or max-autotune"})
+    channels_last: bool = field(default=False, metadata={"help": "channels-last (NHWC) weights and inputs"})
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -47,6 +50,8 @@ class TrainConfig:
             raise UsageError(f"lr must be positive, got {self.lr}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise UsageError("label_smoothing must lie in [0, 1)")
+        if self.compile not in COMPILE_MODES:
+            raise UsageError(f"unknown compile mode {self.compile!r}; known: {', '.join(COMPILE_MODES)}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values for YAML."""

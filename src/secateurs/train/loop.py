@@ -22,6 +22,7 @@ from secateurs.methods.base import Horizon, Phase, PruningMethod
 from secateurs.train.checkpoint import load_checkpoint, load_model_weights, restore_rng, save_checkpoint
 from secateurs.train.config import TrainConfig
 from secateurs.train.progress import progress_bar
+from secateurs.train.speed import accelerate, to_memory_format
 
 if TYPE_CHECKING:
     from secateurs.structured.groups import ChannelGroup
@@ -85,6 +86,7 @@ def _train_epoch(
     count = 0
     for x, y in loader:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        x = to_memory_format(x, config.channels_last)
         scale = factor(step - phase_step0)
         for g in optimizer.param_groups:
             g["lr"] = g["base_lr"] * scale
@@ -150,6 +152,8 @@ def fit(
     horizon = Horizon(config.epochs, len(train_loader), pretrained=pretrained)
     if method is not None and method.model is None:
         method.attach(model, targets, horizon, channel_groups=channel_groups)
+    # The module for forward passes (compiled or not); ``model`` itself is what gets saved.
+    net = accelerate(model, compile_mode=config.compile, channels_last=config.channels_last)
     phases = method.phases() if method is not None else [Phase("train", config.epochs)]
     bounds = _phase_bounds(phases)
     run_path = Path(run_dir) if run_dir is not None else None
@@ -186,7 +190,7 @@ def fit(
                 if method is not None:
                     method.on_epoch_start(epoch)
                 step, logs = _train_epoch(
-                    model, train_loader, optimizer, method, config,
+                    net, train_loader, optimizer, method, config,
                     step=step, phase_step0=first * len(train_loader), factor=factor,
                     progress=bar.advance if bar is not None else None,
                 )
@@ -196,7 +200,8 @@ def fit(
                     record["sparsity"] = method.hard_masks().sparsity()
                     record.update(method.on_epoch_end(epoch))
                 if eval_loader is not None:
-                    record.update({f"eval_{k}": v for k, v in evaluate(model, eval_loader, amp=config.amp).items()})
+                    scores = evaluate(net, eval_loader, amp=config.amp, channels_last=config.channels_last)
+                    record.update({f"eval_{k}": v for k, v in scores.items()})
                 record["seconds"] = time.perf_counter() - start_time
                 history.append(record)
                 epochs_done = epoch + 1
@@ -215,6 +220,6 @@ def fit(
     if history and "eval_accuracy" in history[-1]:
         final = {"loss": history[-1]["eval_loss"], "accuracy": history[-1]["eval_accuracy"]}
     elif eval_loader is not None:
-        final = evaluate(model, eval_loader, amp=config.amp)
+        final = evaluate(net, eval_loader, amp=config.amp, channels_last=config.channels_last)
     seconds = history[-1]["seconds"] if history else 0.0
     return FitResult(history=history, final=final, seconds=seconds)
