@@ -224,3 +224,21 @@ def test_shared_norms_and_grouped_convolutions_shrink_exactly(name, batches):
     assert result.model.g.out_channels == 4 and result.model.g.in_channels == 4
     with torch.no_grad():
         torch.testing.assert_close(result.model(x), masked, rtol=0, atol=1e-5)
+
+
+def test_cs_group_gate_starts_dense_and_keeps_its_rescale_off_the_norms(batches):
+    """CS gates are σ(βs)/σ(s0): 1 at the start. Its factor 1/σ(s0) belongs on the filters only; on
+    the batch norms after them it would multiply through the depth of the network."""
+    net = make_net()
+    dense = copy.deepcopy(net).train()
+    method = build_method("cs", sparsity=SPARSITY, granularity="filter")
+    method.attach(net, select_targets(net, include_first=True), Horizon(EPOCHS, 2, pretrained=True),
+                  channel_groups=groups_of(net))
+    x = torch.randn(4, 3, 8, 8)
+    torch.testing.assert_close(net.train()(x), dense(x), rtol=0, atol=1e-6)
+    gate = method.parametrizations["c1.weight"]
+    with torch.no_grad():
+        gate.scores.fill_(5.0)  # every channel kept: filters gated by about 1/σ(0) = 2, norms by 1
+        gate.beta.fill_(50.0)
+        assert torch.allclose(net.c1.weight, net.c1.parametrizations.weight.original * 2)
+        assert torch.equal(net.b1.weight, net.b1.parametrizations.weight.original)

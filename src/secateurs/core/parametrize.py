@@ -60,6 +60,13 @@ class MaskParametrization(nn.Module):
         """
         return self.unit_mask(weight)
 
+    def follower_gate(self, gate: Tensor) -> Tensor:
+        """The gate for tensors that follow a coupled channel (biases, normalisation scales and shifts),
+        given the one applied to its filters; the same by default. A gate that rescales the filters
+        (Continuous Sparsification's ``1/σ(s0)``) keeps that factor off them: after a batch norm it
+        would compound through the depth of the network."""
+        return gate
+
     def weight_mask(self, weight: Tensor) -> Tensor:
         """The hard mask viewed so that ``weight * weight_mask(weight)`` applies it."""
         return self.granularity.broadcastable(self.hard_mask(weight), weight.shape)

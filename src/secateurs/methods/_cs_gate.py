@@ -123,6 +123,10 @@ class CSGate(MaskParametrization):
     def hard_mask(self, weight: Tensor) -> Tensor:
         return torch.where(self.frozen, self.fixed, self.sign_mask())
 
+    def follower_gate(self, gate: Tensor) -> Tensor:
+        # 1 at the start (σ(s0)·scale = 1) and for every kept channel, falling to 0 as a channel is pruned.
+        return gate.clamp(max=1.0)
+
     # ------------------------------------------------------------------ state changes
     def l1(self) -> Tensor:
         """``Σ`` of the soft gate over the tensor's weight elements (the paper's ‖σ(βs)‖₁ incl. scaling)."""

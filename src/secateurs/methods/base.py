@@ -270,15 +270,15 @@ class PruningMethod(ABC):
 
     @torch.no_grad()
     def _scale_weights_(self, name: str, factor: Tensor | float) -> None:
-        """Multiply the tensors behind key ``name`` by ``factor`` in place: one weight, or every tensor
-        of a tied group at the group's own positions (a shared norm's other channels are left alone)."""
+        """Multiply the weights behind key ``name`` by ``factor`` in place: one weight, or every filter
+        bank of a tied group (followers take no scale: see ``MaskParametrization.follower_gate``)."""
         assert self.model is not None, "attach the method to a model first"
         tie = self.ties.get(name)
         if tie is None:
             weight = _original(self.model, name)
             weight.mul_(torch.as_tensor(factor, dtype=weight.dtype, device=weight.device))
             return
-        for member in tie[0].members:
+        for member in tie[0].producers:
             weight = _original(self.model, member.param)
             inside = torch.tensor(member.unit_of, device=weight.device) >= 0
             scale = torch.where(inside, torch.as_tensor(factor, dtype=weight.dtype, device=weight.device),

@@ -381,7 +381,7 @@ class ContinuousSparsification(PruningMethod):
     def _fold_scales(self) -> None:
         for name, gate, _ in self._weights():
             if isinstance(gate, CSGate):
-                self._scale_weights_(name, gate.scale)  # a coupled group's gate scales all its tensors
+                self._scale_weights_(name, gate.scale)  # a coupled group: its filter banks
                 gate.scale.fill_(1.0)
 
     def finalize(self, squash: bool = True) -> Any:

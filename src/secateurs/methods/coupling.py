@@ -252,6 +252,8 @@ class CoupledFilterMask(MaskParametrization):
             return block[unit, slot].reshape(like.shape)
         if gate.dim() == 2:  # a follower of a per-weight gate: on while most of the unit's weights are
             gate = (gate.float().mean(1) > 0.5).to(gate.dtype)
+        if self.columns is None:
+            gate = self.shared.mask.follower_gate(gate)
         return self._view(self._padded(gate), like)
 
     def unit_mask(self, weight: Tensor) -> Tensor:
