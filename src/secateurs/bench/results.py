@@ -13,10 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 
+from secateurs.errors import UsageError
 from secateurs.experiment.config import RunConfig
+from secateurs.train.config import TrainConfig
 from secateurs.utils.io import append_jsonl
 
 __all__ = [
@@ -33,11 +36,12 @@ _PLACE_FIELDS = ("device", "data_dir", "from_checkpoint")
 def config_hash(config: RunConfig, **extra: Any) -> str:
     """A short hash of the run as the suite declares it (not the device, data location or checkpoint path).
 
-    Method options count as given, not with the method's defaults filled in, so a method that gains
-    an option does not invalidate finished cells; a changed suite does. ``extra`` adds values that
+    Method options count as given, not with the method's defaults filled in, and settings at their
+    default values are left out, so a method or the training loop that gains an option does not
+    invalidate finished cells; a changed suite does. ``extra`` adds values that
     identify the run beyond its config (e.g. which pretraining it starts from).
     """
-    values = {k: v for k, v in config.to_dict().items() if k not in _PLACE_FIELDS}
+    values = _without_defaults(config.to_dict())
     values["method_options"] = declared_options(config)
     values.update(extra)
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -51,9 +55,30 @@ def declared_options(config: RunConfig) -> dict[str, Any]:
     return {k: resolved[k] for k in sorted(config.method_options)}
 
 
+def _without_defaults(values: dict[str, Any]) -> dict[str, Any]:
+    """A RunConfig's plain values without place fields and without entries at their default values."""
+    top = {f.name: f.default for f in fields(RunConfig) if f.default is not MISSING}
+    train_defaults = TrainConfig().to_dict()
+    out = {k: v for k, v in values.items() if k not in _PLACE_FIELDS and (k not in top or top[k] != v)}
+    if isinstance(out.get("train"), dict):
+        out["train"] = {k: v for k, v in out["train"].items() if train_defaults.get(k, _ABSENT) != v}
+    return out
+
+
+_ABSENT = object()
+
+
 def matches_saved(config: RunConfig, saved: dict[str, Any]) -> bool:
-    """Whether a run directory's ``config.yaml`` (``saved``) was written for ``config``."""
+    """Whether a run directory's ``config.yaml`` (``saved``) was written for ``config``.
+
+    The saved file is read back as a RunConfig first, so settings added since it was written count
+    with their default values.
+    """
     current = config.to_dict()
+    try:
+        saved = {**saved, **{k: v for k, v in RunConfig.from_dict(saved).to_dict().items() if k != "method_options"}}
+    except (UsageError, TypeError, ValueError):
+        return False
     for key, value in current.items():
         if key in _PLACE_FIELDS or key == "method_options":
             continue
