@@ -242,3 +242,10 @@ def test_cs_group_gate_starts_dense_and_keeps_its_rescale_off_the_norms(batches)
         gate.beta.fill_(50.0)
         assert torch.allclose(net.c1.weight, net.c1.parametrizations.weight.original * 2)
         assert torch.equal(net.b1.weight, net.b1.parametrizations.weight.original)
+
+
+def test_a_switch_given_as_text_is_a_usage_error():
+    from secateurs.errors import UsageError
+
+    with pytest.raises(UsageError, match="coupled must be true or false"):
+        build_method("magnitude", sparsity=0.5, granularity="filter", coupled="maybe")

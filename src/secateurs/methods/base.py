@@ -94,6 +94,9 @@ class MethodConfig:
     coupled: bool = field(default=True, metadata={"help": "filter granularity: prune coupled channel groups together"})
 
     def __post_init__(self) -> None:
+        for f in fields(self):  # switches given as text (-o free=maybe) must not pass as "truthy"
+            if f.type in ("bool", bool) and not isinstance(getattr(self, f.name), bool):
+                raise UsageError(f"option {f.name} must be true or false, got {getattr(self, f.name)!r}")
         gran = parse_granularity(self.granularity)
         object.__setattr__(self, "granularity", gran)
         if gran.fixed_density is not None:
