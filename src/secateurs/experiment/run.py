@@ -138,13 +138,16 @@ def execute(config: RunConfig, out: str | Path, *, resume: bool = False, show_pr
         extras = method.report_extras()
         masks = method.finalize(squash=True)
         masks.save(out / MASKS)
+    recalibration = _recalibrate(model, method, data, config, result.final)
     save_weights(model, out / WEIGHTS)
-    test = result.final if data.val is None else _evaluate(model, data.test, config)
+    test = result.final if data.val is None and not recalibration else _evaluate(model, data.test, config)
     report = build_report(
         config, model, example_input=next(iter(data.test))[0][:1], masks=masks, accuracy=test.get("accuracy"),
         dense_accuracy=dense_accuracy, train_seconds=result.seconds,
     )
     report.update(extras)
+    if recalibration:
+        report["bn_recalibration"] = recalibration
     save_json(report, out / REPORT)
     return report
 
@@ -165,6 +168,27 @@ def channel_groups_for(
     except UsageError as exc:
         log.warning("%s; filter masks stay per layer", exc)
         return None
+
+
+def _recalibrate(model: nn.Module, method: Any, data: Any, config: RunConfig,
+                 final: dict[str, float]) -> dict[str, Any] | None:
+    """Re-estimate batch-norm statistics for the final masks (see ``TrainConfig.bn_recalibration``)."""
+    from secateurs.train.recalibrate import recalibrate_batch_norm_
+
+    batches = config.train.bn_recalibration
+    if batches is None:
+        batches = _AUTO_RECALIBRATION if method is not None and method.samples_masks else 0
+    data.train.set_epoch(config.train.epochs)  # a fixed, fresh order: resumed runs recalibrate alike
+    used = recalibrate_batch_norm_(model, data.train, batches, channels_last=config.train.channels_last)
+    if not used:
+        return None
+    log.info("re-estimated batch-norm statistics over %d training batches", used)
+    before = "accuracy_before" if data.val is None else "val_accuracy_before"  # what ``final`` measured
+    return {"batches": used, before: final.get("accuracy")}
+
+
+#: Batches of re-estimation for methods that train with sampled masks, unless the run says otherwise.
+_AUTO_RECALIBRATION = 100
 
 
 def _evaluate(model: nn.Module, loader: Any, config: RunConfig) -> dict[str, float]:

@@ -127,6 +127,9 @@ class PruningMethod(ABC):
 
     Config: ClassVar[type[MethodConfig]] = MethodConfig
     registry_name: ClassVar[str] = ""
+    #: Whether training draws a new mask at every step (batch-norm statistics then average over many
+    #: masks, and runs re-estimate them for the final one by default: ``TrainConfig.bn_recalibration``).
+    samples_masks: ClassVar[bool] = False
 
     def __init__(self, config: MethodConfig) -> None:
         if not isinstance(config, self.Config):

@@ -164,6 +164,7 @@ class DynamicProbabilisticPruning(PruningMethod):
     """Dynamic Probabilistic Pruning with optional joint quantization and mask-information metrics."""
 
     Config = DPPConfig
+    samples_masks = True
     config: DPPConfig
 
     def __init__(self, config: DPPConfig) -> None:

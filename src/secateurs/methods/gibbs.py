@@ -227,6 +227,7 @@ class GibbsPruning(PruningMethod):
     """Gibbs pruning at unstructured, kernel, filter or N:M granularity."""
 
     Config = GibbsConfig
+    samples_masks = True
     config: GibbsConfig
 
     def make_parametrization(self, target: Target, weight: Tensor) -> MaskParametrization:

@@ -36,6 +36,9 @@ class TrainConfig:
     grad_clip: float = field(default=0.0, metadata={"help": "max gradient norm, 0 = off"})
     compile: str = field(default="off", metadata={"help": "torch.compile: off, default, reduce-overhead or max-autotune"})
     channels_last: bool = field(default=False, metadata={"help": "channels-last (NHWC) weights and inputs"})
+    bn_recalibration: int | None = field(default=None, metadata={
+        "help": "batches to re-estimate batch-norm statistics with the final masks; 0 = off, "
+                "unset = 100 for methods that train with sampled masks (dpp, gibbs), else off"})
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -50,6 +53,10 @@ class TrainConfig:
             raise UsageError(f"lr must be positive, got {self.lr}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise UsageError("label_smoothing must lie in [0, 1)")
+        if self.bn_recalibration is not None and (isinstance(self.bn_recalibration, bool)
+                                                  or not isinstance(self.bn_recalibration, int)
+                                                  or self.bn_recalibration < 0):
+            raise UsageError(f"bn_recalibration must be a number of batches >= 0, got {self.bn_recalibration!r}")
         if self.compile not in COMPILE_MODES:
             raise UsageError(f"unknown compile mode {self.compile!r}; known: {', '.join(COMPILE_MODES)}")
 
