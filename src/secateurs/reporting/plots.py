@@ -124,7 +124,7 @@ class _Drawer:
         ax.set_xscale("log")
         ax.set_xlabel("MACs per image (zero weights skipped; filter runs: shrunk model)")
         ax.set_ylabel("top-1 accuracy (%)")
-        title = f"{self.name}: accuracy vs effective MACs"
+        title = f"{self.name}: accuracy vs MACs"
         ax.set_title(title, fontsize=10)
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3, which="both")
