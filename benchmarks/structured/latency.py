@@ -6,7 +6,11 @@ the shrunk model are then timed with ``torch.utils.benchmark.Timer`` at 1 and 2 
 64, in interleaved rounds, keeping the fastest forward of each (robust to a busy machine). The table
 reports the MACs ratio, the measured speedup and their quotient (the goal: >= 0.75).
 
+With ``--device cuda`` both models run on the GPU instead, at batch 1 and 256 (threads do not apply;
+``Timer`` synchronises the device around each measurement).
+
     python benchmarks/structured/latency.py --out benchmarks/structured/results/latency.json
+    python benchmarks/structured/latency.py --device cuda --out benchmarks/structured/results/latency-gpu.json
 """
 
 from __future__ import annotations
@@ -53,23 +57,25 @@ def fastest_ms(model: torch.nn.Module, x: torch.Tensor, threads: int, min_run_ti
         return min(timer.blocked_autorange(min_run_time=min_run_time).times) * 1e3
 
 
-def bench(name: str, channels: int, side: int, min_run_time: float, rounds: int) -> list[dict]:
+def bench(name: str, channels: int, side: int, min_run_time: float, rounds: int, device: str = "cpu") -> list[dict]:
     torch.manual_seed(0)
     model = build_model(name, in_channels=channels, num_classes=10, image_size=side).eval()
     one = torch.randn(1, channels, side, side)
     masked, shrunk = prune_half(model, one)
     dense_macs, shrunk_macs = count_macs(masked, one).dense, count_macs(shrunk, one).dense
+    masked, shrunk = masked.to(device), shrunk.to(device)
+    on_gpu = device != "cpu"
     rows = []
-    for threads in (1, 2):
-        for batch in (1, 64):
-            x = torch.randn(batch, channels, side, side)
+    for threads in ((1,) if on_gpu else (1, 2)):
+        for batch in ((1, 256) if on_gpu else (1, 64)):
+            x = torch.randn(batch, channels, side, side, device=device)
             before, after = float("inf"), float("inf")
             for _ in range(rounds):  # interleaved, so both see the same background load
                 before = min(before, fastest_ms(masked, x, threads, min_run_time))
                 after = min(after, fastest_ms(shrunk.eval(), x, threads, min_run_time))
             speedup = before / after
             rows.append({
-                "model": name, "input": side, "threads": threads, "batch": batch,
+                "model": name, "input": side, "device": device, "threads": None if on_gpu else threads, "batch": batch,
                 "macs_dense": dense_macs, "macs_shrunk": shrunk_macs, "macs_ratio": shrunk_macs / dense_macs,
                 "ms_dense": before, "ms_shrunk": after, "speedup": speedup,
                 "speedup_over_macs_ratio": speedup * shrunk_macs / dense_macs,
@@ -83,7 +89,7 @@ def table(rows: list[dict]) -> str:
     lines = ["| model | input | threads | batch | MACs shrunk / dense | ms dense | ms shrunk | speedup "
              "| speedup / (dense/shrunk MACs) |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['input']} | {r['threads']} | {r['batch']} | {r['macs_ratio']:.3f} "
+        lines.append(f"| {r['model']} | {r['input']} | {r['threads'] or r.get('device')} | {r['batch']} | {r['macs_ratio']:.3f} "
                      f"| {r['ms_dense']:.2f} | {r['ms_shrunk']:.2f} | {r['speedup']:.2f}x "
                      f"| {r['speedup_over_macs_ratio']:.2f} |")
     return "\n".join(lines)
@@ -95,12 +101,15 @@ def main() -> None:
     parser.add_argument("--min-run-time", type=float, default=0.5, help="seconds per timing block")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved dense/shrunk timing rounds")
     parser.add_argument("--models", nargs="*", help="zoo names (default: all of MODELS)")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda for the GPU rows")
     args = parser.parse_args()
     chosen = [m for m in MODELS if not args.models or m[0] in args.models]
-    rows = [row for spec in chosen for row in bench(*spec, min_run_time=args.min_run_time, rounds=args.rounds)]
+    rows = [row for spec in chosen
+            for row in bench(*spec, min_run_time=args.min_run_time, rounds=args.rounds, device=args.device)]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"machine": platform.processor() or platform.machine(), "torch": torch.__version__,
-            "cpus": torch.get_num_threads()}
+            "cpus": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None}
     args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     sys.stdout.write(table(rows) + "\n")
 
