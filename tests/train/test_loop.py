@@ -10,6 +10,7 @@ from torch import nn
 
 from secateurs.data import build_data
 from secateurs.methods import build_method
+from secateurs.structured import coupled_channel_groups
 from secateurs.train import TrainConfig, fit
 from secateurs.train.optim import build_optimizer, lr_factor
 
@@ -40,15 +41,16 @@ def _data():
     return build_data("synthetic", batch_size=64, limit_train=256, limit_test=128, seed=3)
 
 
-def _run(tmp_path, method_name, options, *, stop_after=None, resume=False, epochs=3):
+def _run(tmp_path, method_name, options, *, stop_after=None, resume=False, epochs=3, coupled=False):
     data = _data()
     model = _net()
     method = build_method(method_name, **options) if method_name else None
     callbacks = [_StopAfter(stop_after)] if stop_after else []
     config = TrainConfig(epochs=epochs, lr=0.05)
+    groups = coupled_channel_groups(model, torch.zeros(1, 1, 28, 28)) if coupled else None
     try:
         fit(model, data.train, config=config, method=method, eval_loader=data.test, run_dir=tmp_path,
-            resume=resume, callbacks=callbacks)
+            resume=resume, callbacks=callbacks, channel_groups=groups)
     except _Stop:
         return None
     if method is not None:
@@ -63,14 +65,17 @@ def _run(tmp_path, method_name, options, *, stop_after=None, resume=False, epoch
         ("gmp", {"sparsity": 0.8}, 1),  # killed mid-phase: optimizer state must continue
         ("lottery", {"sparsity": 0.8, "rounds": 2}, 2),  # killed at a phase boundary: rewind + fresh optimizer
         ("random", {"sparsity": 0.5, "granularity": "filter"}, 2),
+        ("dpp", {"sparsity": 0.5, "granularity": "filter", "coupled": True}, 1),  # one draw per pass, shared
+        ("gibbs", {"sparsity": 0.5, "granularity": "filter", "coupled": True}, 2),
     ],
 )
 def test_resume_reaches_the_same_weights(tmp_path, method, options, stop_after):
-    straight = _run(tmp_path / "a", method, options)
-    assert _run(tmp_path / "b", method, options, stop_after=stop_after) is None
+    coupled = options.get("coupled", False)
+    straight = _run(tmp_path / "a", method, options, coupled=coupled)
+    assert _run(tmp_path / "b", method, options, stop_after=stop_after, coupled=coupled) is None
     lines = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == stop_after
-    resumed = _run(tmp_path / "b", method, options, resume=True)
+    resumed = _run(tmp_path / "b", method, options, resume=True, coupled=coupled)
     assert straight.keys() == resumed.keys()
     for key in straight:
         assert torch.equal(straight[key], resumed[key]), key
