@@ -121,3 +121,12 @@ def test_recipe_with_unknown_key_is_rejected(tmp_path, capsys):
     recipe.write_text("model: mlp\ndata: synthetic\nlearning_rate: 3\n")
     assert main(["train", "--config", str(recipe), "--out", str(tmp_path / "r")]) == 2
     assert "learning_rate" in capsys.readouterr().err
+
+
+def test_a_model_that_cannot_take_the_inputs_is_one_clear_line(tmp_path, capsys):
+    """An ImageNet network on 28x28 images pools its feature map to nothing: said before training."""
+    out = tmp_path / "run"
+    code = main(["train", "--model", "torchvision:densenet121", *QUICK, "--epochs", "1", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "does not run on inputs of shape (1, 28, 28)" in err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()

@@ -121,6 +121,7 @@ def execute(config: RunConfig, out: str | Path, *, resume: bool = False, show_pr
     if config.from_checkpoint:
         state, dense_accuracy = load_dense_weights(config.from_checkpoint)
         load_model_weights(model, state, config.from_checkpoint)
+    _check_forward(model, config.model, data.input_shape, device)
     targets = config.select_targets(model) if method else None
     channel_groups = channel_groups_for(config, model, data.input_shape, device)
     out.mkdir(parents=True, exist_ok=True)
@@ -150,6 +151,21 @@ def execute(config: RunConfig, out: str | Path, *, resume: bool = False, show_pr
         report["bn_recalibration"] = recalibration
     save_json(report, out / REPORT)
     return report
+
+
+@torch.no_grad()
+def _check_forward(model: nn.Module, name: str, input_shape: tuple[int, ...], device: torch.device) -> None:
+    """One clear line, before any training, when the model cannot take the data's inputs (an
+    ImageNet network on 28x28 images pools its feature map away)."""
+    was_training = model.training
+    model.eval()  # no batch-norm statistics change
+    try:
+        model(torch.zeros(1, *input_shape, device=device))
+    except (RuntimeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"model {name} does not run on inputs of shape {tuple(input_shape)}: {first}") from None
+    finally:
+        model.train(was_training)
 
 
 def channel_groups_for(
