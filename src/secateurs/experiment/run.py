@@ -26,7 +26,7 @@ from secateurs.train.checkpoint import load_model_weights
 from secateurs.train.loop import CHECKPOINT
 from secateurs.utils.io import atomic_path, load_weights_only, save_json
 
-__all__ = ["channel_groups_for", "execute", "load_dense_weights", "resolve_device"]
+__all__ = ["channel_groups_for", "check_forward", "execute", "load_dense_weights", "resolve_device"]
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ def execute(config: RunConfig, out: str | Path, *, resume: bool = False, show_pr
     if config.from_checkpoint:
         state, dense_accuracy = load_dense_weights(config.from_checkpoint)
         load_model_weights(model, state, config.from_checkpoint)
-    _check_forward(model, config.model, data.input_shape, device)
+    check_forward(model, config.model, data.input_shape, device)
     targets = config.select_targets(model) if method else None
     channel_groups = channel_groups_for(config, model, data.input_shape, device)
     out.mkdir(parents=True, exist_ok=True)
@@ -154,7 +154,7 @@ def execute(config: RunConfig, out: str | Path, *, resume: bool = False, show_pr
 
 
 @torch.no_grad()
-def _check_forward(model: nn.Module, name: str, input_shape: tuple[int, ...], device: torch.device) -> None:
+def check_forward(model: nn.Module, name: str, input_shape: tuple[int, ...], device: torch.device) -> None:
     """One clear line, before any training, when the model cannot take the data's inputs (an
     ImageNet network on 28x28 images pools its feature map away)."""
     was_training = model.training
