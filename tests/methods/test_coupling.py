@@ -249,3 +249,17 @@ def test_a_switch_given_as_text_is_a_usage_error():
 
     with pytest.raises(UsageError, match="coupled must be true or false"):
         build_method("magnitude", sparsity=0.5, granularity="filter", coupled="maybe")
+
+
+def test_a_deep_copy_draws_its_own_shared_mask_per_pass(batches):
+    """EMA or evaluation copies are common: the copy's hooks must bracket the copy's gates."""
+    method, net = prune("dpp", batches, stop_epoch=1)
+    twin = copy.deepcopy(net).train()
+    seen = []
+    handle = twin.fc.register_forward_hook(
+        lambda module, args, output: seen.append((twin.stem.weight.detach().clone(), twin.c2.weight.detach().clone())))
+    for _ in range(4):
+        twin(torch.randn(2, 3, 8, 8))
+    handle.remove()
+    for stem, c2 in seen:
+        assert torch.equal(stem.flatten(1).abs().sum(1) == 0, c2.flatten(1).abs().sum(1) == 0)

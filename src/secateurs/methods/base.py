@@ -320,8 +320,10 @@ class PruningMethod(ABC):
         if squash and self.model is not None:
             squash_(self.model)
             self.parametrizations.clear()
-            for handle in self._hooks:
-                handle.remove()
+            if self._hooks:
+                from secateurs.methods.coupling import remove_pass_hooks
+
+                remove_pass_hooks(self.model, self._hooks)
             self._hooks, self.ties = [], {}
         return masks
 

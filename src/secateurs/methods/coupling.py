@@ -33,7 +33,9 @@ from secateurs.core.parametrize import MaskParametrization
 from secateurs.core.targets import Target
 from secateurs.structured.groups import ChannelGroup
 
-__all__ = ["CoupledFilterMask", "SharedGate", "TiedGroup", "TiedMember", "install_pass_hooks", "plan_ties"]
+__all__ = [
+    "CoupledFilterMask", "SharedGate", "TiedGroup", "TiedMember", "install_pass_hooks", "plan_ties", "remove_pass_hooks",
+]
 
 
 @dataclass(frozen=True)
@@ -273,17 +275,35 @@ class CoupledFilterMask(MaskParametrization):
         return f"dim={self.dim}, units={self.units}, chunks={self.chunks}, owner={hasattr(self, 'group_mask')}"
 
 
+#: Attribute of the model holding its shared gates, read by the pass hooks.
+_GATES = "_secateurs_shared_gates"
+
+
 def install_pass_hooks(model: nn.Module, gates: Sequence[SharedGate]) -> list[RemovableHandle]:
-    """Hooks on the model's forward that bracket each pass for the shared gates."""
+    """Hooks on the model's forward that bracket each pass for the shared gates.
+
+    The hooks find the gates on the module they run for, not in a closure, so a ``copy.deepcopy`` of
+    the model (its gates copied with it) brackets its own passes.
+    """
     if not gates:
         return []
+    object.__setattr__(model, _GATES, list(gates))
+    return [model.register_forward_pre_hook(_start_pass), model.register_forward_hook(_end_pass, always_call=True)]
 
-    def start(module: nn.Module, args: object) -> None:
-        for gate in gates:
-            gate.start_pass()
 
-    def end(module: nn.Module, args: object, output: object) -> None:
-        for gate in gates:
-            gate.end_pass()
+def remove_pass_hooks(model: nn.Module, handles: Sequence[RemovableHandle]) -> None:
+    """Undo :func:`install_pass_hooks`."""
+    for handle in handles:
+        handle.remove()
+    if _GATES in vars(model):
+        delattr(model, _GATES)
 
-    return [model.register_forward_pre_hook(start), model.register_forward_hook(end, always_call=True)]
+
+def _start_pass(module: nn.Module, args: object) -> None:
+    for gate in getattr(module, _GATES, ()):
+        gate.start_pass()
+
+
+def _end_pass(module: nn.Module, args: object, output: object) -> None:
+    for gate in getattr(module, _GATES, ()):
+        gate.end_pass()
