@@ -80,24 +80,24 @@ def sparsity_for_macs(split: MacsSplit, fraction: float, *, scope: str = "tensor
 def sparsity_for_shrunk_macs(config: RunConfig, fraction: float, *, tolerance: float = 1e-3) -> float:
     """The per-group filter sparsity whose shrunk model keeps ``fraction`` of the dense MACs.
 
-    The kept channel counts (not which channels) fix the shrunk size, so the magnitude selection on
-    the freshly built model predicts what any method at the same sparsity and scope will deliver.
-    Returns the smallest sparsity on the bisection grid that reaches the target (at most the target).
+    At a per-tensor or per-group scope every method keeps ``keep_count(units, s)`` units of each tied
+    channel group and of each filter bank pruned on its own, and those counts (not which channels)
+    fix the shrunk size; so the size is predicted from masks that keep the first units. Returns the
+    smallest sparsity on the bisection grid that reaches the target (at most the target).
 
     Raises:
         UsageError: the target cannot be met (the layers that cannot shrink cost more), or the scope
             is global.
     """
-    import copy
-
+    from secateurs.core.granularity import Filter
+    from secateurs.core.masks import MaskSet
+    from secateurs.core.selection import keep_count
     from secateurs.data import build_data
-    from secateurs.methods import Horizon, build_method
+    from secateurs.methods.coupling import plan_ties
     from secateurs.models import build_model
-    from secateurs.structured import coupled_channel_groups, predict_shrunk_size
-    from secateurs.structured.plan import plan_removal
+    from secateurs.structured import coupled_channel_groups, predict_from_masks
 
-    options = config.method_config()
-    if options.scope == "global":
+    if config.method_config().scope == "global":
         raise UsageError("a MACs target sets one sparsity for every group; use scope tensor or group, not global")
     data = build_data(config.data, data_dir=config.data_dir, limit_train=config.limit_train,
                       limit_test=config.limit_test, augment=False, seed=config.seed)
@@ -105,15 +105,17 @@ def sparsity_for_shrunk_macs(config: RunConfig, fraction: float, *, tolerance: f
                         image_size=data.image_size)
     example = torch.zeros(1, *data.input_shape)
     groups = coupled_channel_groups(model, example)
+    shapes = {name: p.shape for name, p in model.named_parameters()}
     targets = config.select_targets(model)
+    ties, alone = plan_ties(groups, targets, shapes)
 
     def shrunk_fraction(sparsity: float) -> float:
-        work = copy.deepcopy(model)
-        method = build_method("magnitude", sparsity=sparsity, granularity="filter", scope=options.scope)
-        method.attach(work, targets, Horizon(1, 1), channel_groups=groups)
-        method.prune_to(sparsity)
-        masks = method.finalize(squash=False)
-        size = predict_shrunk_size(model, groups, plan_removal(groups, masks), example)
+        masks = {t.name: torch.arange(t.shape[0]) < keep_count(t.shape[0], sparsity) for t in alone}
+        for tie in ties:
+            keep = torch.arange(tie.units) < keep_count(tie.units, sparsity)
+            masks.update({member.param: member.spread(keep) for member in tie.producers})
+        mask_set = MaskSet.from_masks(masks, Filter(), {name: shapes[name] for name in masks})
+        size = predict_from_masks(model, mask_set, example, groups=groups)
         return size.macs_after / size.macs_before
 
     low, high = 0.0, 0.99

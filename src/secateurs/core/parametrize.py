@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Iterator
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -34,6 +35,10 @@ class MaskParametrization(nn.Module):
     Subclasses implement :meth:`unit_mask` (soft or stochastic while ``self.training``, the hard mask
     in eval mode) and :meth:`hard_mask` (boolean, unit shape, deterministic).
     """
+
+    #: Whether :meth:`channel_gate` reads the weight's values (Gibbs energies do; fixed masks, scores
+    #: and logits do not, and are then given a stand-in of the right dtype and device).
+    gate_reads_weight: ClassVar[bool] = True
 
     def __init__(self, granularity: Granularity, weight_shape: torch.Size) -> None:
         super().__init__()
@@ -76,6 +81,7 @@ class FixedMask(MaskParametrization):
     """A parametrization holding a boolean unit mask in a buffer (magnitude, random, gmp, ...)."""
 
     mask: Tensor
+    gate_reads_weight = False
 
     def __init__(self, granularity: Granularity, weight_shape: torch.Size, device: torch.device | None = None) -> None:
         super().__init__(granularity, weight_shape)

@@ -89,7 +89,8 @@ class RunConfig:
         if self.method is None:
             return False
         cfg = self.method_config()
-        return isinstance(cfg.granularity, Filter) and cfg.coupled
+        # The method may decline (DPP with joint quantization keeps one scale per tensor).
+        return isinstance(cfg.granularity, Filter) and cfg.coupled and METHODS.get(self.method)(cfg).supports_coupling()
 
     def select_targets(self, model: nn.Module) -> list[Target]:
         """The run's target weights: the default choice (with the stem when channel groups are

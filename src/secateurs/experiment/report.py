@@ -9,7 +9,7 @@ get ``params_shrunk`` and ``macs_shrunk``: the size ``secateurs shrink`` will de
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -21,6 +21,9 @@ from secateurs.experiment.config import RunConfig
 from secateurs.metrics import count_macs, count_nonzero_params, count_params, layer_table, measure_latency
 
 __all__ = ["build_report"]
+
+if TYPE_CHECKING:
+    from secateurs.structured.groups import ChannelGroup
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +37,12 @@ def build_report(
     accuracy: float | None,
     dense_accuracy: float | None,
     train_seconds: float,
+    channel_groups: list[ChannelGroup] | None = None,
 ) -> dict[str, Any]:
-    """Measure ``model`` (masks already baked in) and assemble the report dictionary."""
+    """Measure ``model`` (masks already baked in) and assemble the report dictionary.
+
+    ``channel_groups``, when the run traced them, spare a second trace for the shrunk size.
+    """
     macs = count_macs(model, example_input)
     latency = measure_latency(model, example_input, min_run_time=0.2)
     method_config = config.method_config() if config.method else None
@@ -68,11 +75,12 @@ def build_report(
         "method_options": method_config.to_dict() if method_config else {},
         "layers": layers,
     }
-    report.update(_shrunk_size(model, masks, example_input))
+    report.update(_shrunk_size(model, masks, example_input, channel_groups))
     return report
 
 
-def _shrunk_size(model: nn.Module, masks: MaskSet | None, example_input: torch.Tensor) -> dict[str, Any]:
+def _shrunk_size(model: nn.Module, masks: MaskSet | None, example_input: torch.Tensor,
+                 groups: list[ChannelGroup] | None) -> dict[str, Any]:
     """For filter masks: what ``secateurs shrink`` will leave (effective MACs count only the zero
     filters, not the input channels of the next layer that removal also takes away)."""
     if masks is None or not len(masks) or not all(isinstance(e.granularity, Filter) for e in masks.values()):
@@ -80,7 +88,7 @@ def _shrunk_size(model: nn.Module, masks: MaskSet | None, example_input: torch.T
     from secateurs.structured import predict_from_masks
 
     try:
-        size = predict_from_masks(model, masks, example_input)
+        size = predict_from_masks(model, masks, example_input, groups=groups)
     except UsageError as exc:
         log.warning("no shrunk size in the report: %s", exc)
         return {}

@@ -144,7 +144,7 @@ def execute(config: RunConfig, out: str | Path, *, resume: bool = False, show_pr
     test = result.final if data.val is None and not recalibration else _evaluate(model, data.test, config)
     report = build_report(
         config, model, example_input=next(iter(data.test))[0][:1], masks=masks, accuracy=test.get("accuracy"),
-        dense_accuracy=dense_accuracy, train_seconds=result.seconds,
+        dense_accuracy=dense_accuracy, train_seconds=result.seconds, channel_groups=channel_groups,
     )
     report.update(extras)
     if recalibration:

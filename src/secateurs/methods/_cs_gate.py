@@ -74,6 +74,7 @@ class CSGate(MaskParametrization):
 
     beta: Tensor
     scale: Tensor
+    gate_reads_weight = False  # the gate comes from its own state
     log_lam: Tensor
     log_lam_integral: Tensor
     frozen: Tensor

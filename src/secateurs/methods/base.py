@@ -206,11 +206,14 @@ class PruningMethod(ABC):
     def _attach_tie(self, model: nn.Module, tie: TiedGroup, device: torch.device) -> None:
         from secateurs.methods.coupling import CoupledFilterMask, SharedGate
 
+        rows = [tie.rows(member).to(device) for member in tie.producers]  # once, not at every step
+        root = tie.producers[0].param
+
         def group_weight() -> Tensor:
-            return tie.group_weight(lambda name: _original(model, name))
+            return tie.group_weight(lambda name: _original(model, name), rows)
 
         mask = self.make_parametrization(tie.target, group_weight()).to(device)
-        shared = SharedGate(mask, group_weight)
+        shared = SharedGate(mask, group_weight, stand_in=lambda: _original(model, root))
         for member in tie.members:
             shape = _original(model, member.param).shape
             follower = CoupledFilterMask(shared, member, shape, units=tie.units, chunks=tie.chunks,
@@ -267,7 +270,7 @@ class PruningMethod(ABC):
     def _weights(self) -> Iterator[tuple[str, MaskParametrization, Tensor]]:
         """``(key, parametrization, weight)``: the original weight, or a tied group's group weight.
 
-        A group weight is a fresh tensor: change weights in place through :meth:`_originals`.
+        A group weight is a fresh tensor: change weights in place through :meth:`_scale_weights_`.
         """
         assert self.model is not None, "attach the method to a model first"
         for name, p in self.parametrizations.items():
@@ -284,14 +287,10 @@ class PruningMethod(ABC):
             weight = _original(self.model, name)
             weight.mul_(torch.as_tensor(factor, dtype=weight.dtype, device=weight.device))
             return
-        for member in tie[0].producers:
+        for member in tie[0].producers:  # filter banks: dim 0
             weight = _original(self.model, member.param)
-            inside = torch.tensor(member.unit_of, device=weight.device) >= 0
-            scale = torch.where(inside, torch.as_tensor(factor, dtype=weight.dtype, device=weight.device),
-                                torch.ones((), dtype=weight.dtype, device=weight.device))
-            view = [1] * weight.dim()
-            view[member.dim] = scale.numel()
-            weight.mul_(scale.reshape(view))
+            per_unit = torch.full((tie[0].units,), float(factor), dtype=weight.dtype, device=weight.device)
+            weight.mul_(member.spread(per_unit).reshape(-1, *[1] * (weight.dim() - 1)))
 
     @torch.no_grad()
     def hard_masks(self) -> MaskSet:
@@ -307,10 +306,8 @@ class PruningMethod(ABC):
             if tie is None:
                 masks[name] = unit
                 continue
-            padded = torch.cat([unit.reshape(-1).to(torch.bool), unit.new_ones(1, dtype=torch.bool)])
             for member in tie[0].producers:
-                index = torch.tensor(member.unit_of, dtype=torch.long, device=padded.device)
-                masks[member.param] = padded[torch.where(index >= 0, index, tie[0].units)]
+                masks[member.param] = member.spread(unit.to(torch.bool))
         shapes = {t.name: t.shape for t in self.targets}
         return MaskSet.from_masks(masks, self.config.granularity, shapes)
 

@@ -58,6 +58,12 @@ class TiedMember:
     slot_of: tuple[int, ...]
     columns: tuple[int, int] | None
 
+    def spread(self, per_unit: Tensor) -> Tensor:
+        """One value per position along ``dim``: its unit's entry of ``per_unit``, 1 (True) outside."""
+        unit = torch.tensor(self.unit_of, dtype=torch.long, device=per_unit.device)
+        padded = torch.cat([per_unit.reshape(-1), per_unit.new_ones(1)])
+        return padded[torch.where(unit >= 0, unit, per_unit.numel())]
+
 
 @dataclass(frozen=True)
 class TiedGroup:
@@ -97,17 +103,18 @@ class TiedGroup:
         positions = torch.nonzero(unit >= 0).flatten()
         return positions[torch.argsort(key[positions])]
 
-    def group_weight(self, tensors: Callable[[str], Tensor]) -> Tensor:
+    def group_weight(self, tensors: Callable[[str], Tensor], rows: Sequence[Tensor] | None = None) -> Tensor:
         """``(units, width)``: each producer's filters of unit ``u`` flattened into row ``u``.
 
         Args:
             tensors: Maps a parameter name to its current (original, unmasked) tensor.
+            rows: :meth:`rows` of every producer, already on the weights' device (computed if not given).
         """
         parts = []
-        for member in self.producers:
+        for i, member in enumerate(self.producers):
             weight = tensors(member.param)
-            rows = self.rows(member).to(weight.device)
-            parts.append(weight.index_select(0, rows).reshape(self.units, -1))
+            index = rows[i] if rows is not None else self.rows(member).to(weight.device)
+            parts.append(weight.index_select(0, index).reshape(self.units, -1))
         return torch.cat(parts, dim=1)
 
 
@@ -182,11 +189,15 @@ class SharedGate:
     Args:
         mask: The method's parametrization for the group (its units: see :class:`TiedGroup`).
         weight: Returns the current group weight.
+        stand_in: Returns a tensor of the weights' dtype and device, given instead of the group weight
+            to masks whose gate does not read it (``MaskParametrization.gate_reads_weight``): the
+            training step then gathers no weights.
     """
 
-    def __init__(self, mask: MaskParametrization, weight: Callable[[], Tensor]) -> None:
+    def __init__(self, mask: MaskParametrization, weight: Callable[[], Tensor], stand_in: Callable[[], Tensor]) -> None:
         self.mask = mask
         self.weight = weight
+        self.stand_in = stand_in
         self.in_pass = False
         self._value: Tensor | None = None
 
@@ -194,7 +205,8 @@ class SharedGate:
         """``(units,)`` unit gate, or ``(units, width)`` per-weight gate (Gibbs filter samples)."""
         if self.in_pass and self._value is not None:
             return self._value
-        value = self.mask.channel_gate(self.weight().detach())
+        weight = self.weight() if self.mask.gate_reads_weight else self.stand_in()
+        value = self.mask.channel_gate(weight.detach())
         if self.in_pass:
             self._value = value
         return value

@@ -133,6 +133,7 @@ class DPPMask(MaskParametrization):
     """
 
     temperature: Tensor
+    gate_reads_weight = False  # the gate comes from its own state
 
     def __init__(self, grouping: KofNGrouping, k: int, logits: Tensor, *, noise_scale: float, relax_order: str,
                  generator: torch.Generator, quant: QuantConfig | None, temperature: float) -> None:

@@ -26,10 +26,6 @@ class ProgressBar:
         """Mark ``units`` more as done."""
         self._progress.advance(self._task, units)
 
-    def describe(self, description: str) -> None:
-        """Change the label (for example to name the current phase)."""
-        self._progress.update(self._task, description=description)
-
     def close(self) -> None:
         """Remove the bar."""
         self._progress.stop()
