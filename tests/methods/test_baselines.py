@@ -277,7 +277,7 @@ def test_imp_alias():
 
 
 def assert_magnitude_choice(method, granularity_obj) -> None:
-    for name, p, w in method._weights():
+    for name, p, w in method.weights():
         keep = p.mask
         units = granularity_obj.reduce(w.detach())
         if keep.any() and (~keep).any():
@@ -372,7 +372,7 @@ def test_global_scope_exact_overall_count_with_uneven_layers(make_cnn, make_imag
     assert len({round(s, 3) for s in per_layer.values()}) > 1  # not the same per layer
     if name != "random":
         assert per_layer["conv1.weight"] < 0.5 < per_layer["fc1.weight"]
-        originals = {n: w.detach().abs() for n, _, w in method._weights()}
+        originals = {n: w.detach().abs() for n, _, w in method.weights()}
         kept = torch.cat([originals[n][e.full()] for n, e in masks.items()])
         dropped = torch.cat([originals[n][~e.full()] for n, e in masks.items()])
         assert dropped.max() <= kept.min()

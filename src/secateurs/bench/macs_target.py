@@ -1,131 +1,35 @@
-"""MACs targets: the uniform per-tensor sparsity that leaves a given fraction of the dense MACs.
-
-``macs_effective`` (see :func:`secateurs.metrics.count_macs`) counts each conv/linear layer's MACs
-times the density of its weight. With the same sparsity ``s`` in every pruned tensor it is
-``fixed + (1 - s) * prunable``, where ``prunable`` are the dense MACs of the pruned layers and
-``fixed`` everything else (the stem, the classifier, layers left out). So the sparsity for a target
-fraction ``f`` of the dense MACs is ``s = 1 - (f * dense - fixed) / prunable``, measured once on the
-freshly built model. Rounding to whole units (filters, kernels) moves the achieved MACs a little;
-the report shows the measured value. Methods that spread sparsity unevenly (``scope: global``) would
-miss the target, so MACs targets need a per-tensor or per-group scope.
-
-Filter pruning on coupled channel groups is different: removing a channel also removes the input
-weights that read it, so the shrunk model's MACs (``macs_shrunk`` in ``report.json``) fall roughly
-with the square of the density. :func:`sparsity_for_shrunk_macs` finds the per-group sparsity that
-leaves the target fraction of those, by bisection over the predicted shrunk size.
-"""
+"""A benchmark cell's MACs target: build the cell's model, then ask the solver in :mod:`secateurs.allocation`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
+from torch import Tensor, nn
 
-from secateurs.errors import UsageError
+from secateurs.allocation import MacsSplit, measure_macs_split as _measure, sparsity_for_shrunk_macs as _shrunk
+from secateurs.data import build_data
 from secateurs.experiment.config import RunConfig
+from secateurs.models import build_model
 
-__all__ = ["MacsSplit", "measure_macs_split", "sparsity_for_macs", "sparsity_for_shrunk_macs"]
+__all__ = ["measure_macs_split", "sparsity_for_shrunk_macs"]
 
 
-@dataclass(frozen=True)
-class MacsSplit:
-    """The dense MACs of a model, split into the pruned layers' share and the rest."""
-
-    dense: int
-    prunable: int
-
-    @property
-    def fixed(self) -> int:
-        """MACs of everything that is not pruned."""
-        return self.dense - self.prunable
+def _fresh_model(config: RunConfig) -> tuple[nn.Module, Tensor]:
+    """``config``'s freshly built model for its dataset, and an example input of batch size 1."""
+    data = build_data(config.data, data_dir=config.data_dir, limit_train=config.limit_train,
+                      limit_test=config.limit_test, augment=False, seed=config.seed)
+    model = build_model(config.model, in_channels=data.in_channels, num_classes=data.num_classes,
+                        image_size=data.image_size)
+    return model, torch.zeros(1, *data.input_shape)
 
 
 def measure_macs_split(config: RunConfig) -> MacsSplit:
     """Build ``config``'s model for its dataset and count the MACs of its pruned layers."""
-    from secateurs.data import build_data
-    from secateurs.metrics import count_macs
-    from secateurs.models import build_model
-
-    data = build_data(config.data, data_dir=config.data_dir, limit_train=config.limit_train,
-                      limit_test=config.limit_test, augment=False, seed=config.seed)
-    model = build_model(config.model, in_channels=data.in_channels, num_classes=data.num_classes,
-                        image_size=data.image_size)
-    targets = config.select_targets(model)
-    pruned_modules = {t.module_name for t in targets}
-    macs = count_macs(model, torch.zeros(1, *data.input_shape))
-    prunable = sum(layer.dense for layer in macs.per_layer if layer.name in pruned_modules)
-    return MacsSplit(dense=macs.dense, prunable=prunable)
+    model, example = _fresh_model(config)
+    return _measure(model, config.select_targets(model), example)
 
 
-def sparsity_for_macs(split: MacsSplit, fraction: float, *, scope: str = "tensor") -> float:
-    """The uniform sparsity of the pruned tensors that leaves ``fraction`` of the dense MACs.
-
-    Raises:
-        UsageError: the target is below what the unpruned layers alone cost, or the scope is global.
-    """
-    if scope == "global":
-        raise UsageError("a MACs target sets one sparsity for every tensor; use scope tensor or group, not global")
-    if split.prunable <= 0:
-        raise UsageError("the pruned layers do no multiply-accumulates; a MACs target cannot be met")
-    need = fraction * split.dense
-    sparsity = 1.0 - (need - split.fixed) / split.prunable
-    if sparsity >= 1.0:
-        raise UsageError(
-            f"{fraction:.0%} of the dense MACs cannot be met: the layers that are not pruned alone take "
-            f"{split.fixed / split.dense:.1%}"
-        )
-    return round(max(sparsity, 0.0), 6)
-
-
-def sparsity_for_shrunk_macs(config: RunConfig, fraction: float, *, tolerance: float = 1e-3) -> float:
-    """The per-group filter sparsity whose shrunk model keeps ``fraction`` of the dense MACs.
-
-    At a per-tensor or per-group scope every method keeps ``keep_count(units, s)`` units of each tied
-    channel group and of each filter bank pruned on its own, and those counts (not which channels)
-    fix the shrunk size; so the size is predicted from masks that keep the first units. Returns the
-    smallest sparsity on the bisection grid that reaches the target (at most the target).
-
-    Raises:
-        UsageError: the target cannot be met (the layers that cannot shrink cost more), or the scope
-            is global.
-    """
-    from secateurs.core.granularity import Filter
-    from secateurs.core.masks import MaskSet
-    from secateurs.core.selection import keep_count
-    from secateurs.data import build_data
-    from secateurs.methods.coupling import plan_ties
-    from secateurs.models import build_model
-    from secateurs.structured import coupled_channel_groups, predict_from_masks
-
-    if config.method_config().scope == "global":
-        raise UsageError("a MACs target sets one sparsity for every group; use scope tensor or group, not global")
-    data = build_data(config.data, data_dir=config.data_dir, limit_train=config.limit_train,
-                      limit_test=config.limit_test, augment=False, seed=config.seed)
-    model = build_model(config.model, in_channels=data.in_channels, num_classes=data.num_classes,
-                        image_size=data.image_size)
-    example = torch.zeros(1, *data.input_shape)
-    groups = coupled_channel_groups(model, example)
-    shapes = {name: p.shape for name, p in model.named_parameters()}
-    targets = config.select_targets(model)
-    ties, alone = plan_ties(groups, targets, shapes)
-
-    def shrunk_fraction(sparsity: float) -> float:
-        masks = {t.name: torch.arange(t.shape[0]) < keep_count(t.shape[0], sparsity) for t in alone}
-        for tie in ties:
-            keep = torch.arange(tie.units) < keep_count(tie.units, sparsity)
-            masks.update({member.param: member.spread(keep) for member in tie.producers})
-        mask_set = MaskSet.from_masks(masks, Filter(), {name: shapes[name] for name in masks})
-        size = predict_from_masks(model, mask_set, example, groups=groups)
-        return size.macs_after / size.macs_before
-
-    low, high = 0.0, 0.99
-    if shrunk_fraction(high) > fraction:
-        raise UsageError(f"{fraction:.0%} of the dense MACs cannot be met by removing channels of {config.model}: "
-                         f"even 99 % filter sparsity leaves {shrunk_fraction(high):.1%}")
-    while high - low > tolerance:
-        middle = 0.5 * (low + high)
-        if shrunk_fraction(middle) > fraction:
-            low = middle
-        else:
-            high = middle
-    return round(high, 6)
+def sparsity_for_shrunk_macs(config: RunConfig, fraction: float) -> float:
+    """The per-group filter sparsity of ``config``'s model whose shrunk model keeps ``fraction`` of the dense MACs."""
+    model, example = _fresh_model(config)
+    return _shrunk(model, config.select_targets(model), example, fraction,
+                   scope=config.method_config().scope, model_name=config.model)

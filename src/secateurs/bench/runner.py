@@ -22,8 +22,9 @@ from typing import Any
 
 import yaml
 
+from secateurs.allocation import MacsSplit, sparsity_for_macs
 from secateurs.bench.grid import Cell
-from secateurs.bench.macs_target import MacsSplit, measure_macs_split, sparsity_for_macs, sparsity_for_shrunk_macs
+from secateurs.bench.macs_target import measure_macs_split, sparsity_for_shrunk_macs
 from secateurs.bench.results import append_result, config_hash, latest_by_cell, matches_saved, read_results
 from secateurs.bench.suite import Suite
 from secateurs.errors import UsageError

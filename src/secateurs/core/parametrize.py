@@ -24,6 +24,7 @@ __all__ = [
     "attach_",
     "find_parametrizations",
     "original_name",
+    "original_tensor",
     "split_name",
     "squash_",
 ]
@@ -58,7 +59,7 @@ class MaskParametrization(nn.Module):
         return weight * self.granularity.broadcastable(gate.to(weight.dtype), weight.shape)
 
     def channel_gate(self, weight: Tensor) -> Tensor:
-        """The gate a coupled channel group shares (see :mod:`secateurs.methods.coupling`).
+        """The gate a coupled channel group shares (see :mod:`secateurs.structured.coupled_masks`).
 
         ``weight`` is the group weight (one row per channel); the default is :meth:`unit_mask`.
         A method whose training mask varies inside a unit returns a gate of ``weight``'s shape.
@@ -118,6 +119,16 @@ def original_name(param_name: str) -> str | None:
     if parts[-1] != "original" or len(parts) != i + 3:
         return None
     return ".".join(parts[:i] + [parts[i + 1]])
+
+
+def original_tensor(model: nn.Module, name: str) -> Tensor:
+    """The original (unmasked) tensor of parameter ``name`` (original fqn), parametrized or not."""
+    module_name, param = split_name(name)
+    module = model.get_submodule(module_name)
+    plist = getattr(module, "parametrizations", None)
+    if plist is not None and param in plist:
+        return plist[param].original
+    return getattr(module, param)
 
 
 def attach_(model: nn.Module, name: str, parametrization: MaskParametrization, *, chain: bool = False) -> None:

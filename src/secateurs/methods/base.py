@@ -23,21 +23,20 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from secateurs.core.granularity import Filter, Granularity, parse_granularity
 from secateurs.core.masks import MaskSet
-from secateurs.core.parametrize import MaskParametrization, attach_, original_name, squash_
+from secateurs.core.parametrize import MaskParametrization
 from secateurs.core.selection import SCOPES
 from secateurs.core.targets import Target, select_targets
 from secateurs.errors import UsageError
-
-if TYPE_CHECKING:
-    from secateurs.methods.coupling import SharedGate, TiedGroup
-    from secateurs.structured.groups import ChannelGroup
+from secateurs.structured.coupled_masks import SharedGate, TiedGroup
+from secateurs.structured.groups import ChannelGroup
+from secateurs.structured.mask_binder import MaskBinder
 
 __all__ = ["Horizon", "MethodConfig", "Phase", "PruningMethod"]
 
@@ -138,11 +137,9 @@ class PruningMethod(ABC):
         self.generator = torch.Generator().manual_seed(config.seed)
         self.model: nn.Module | None = None
         self.targets: list[Target] = []
-        self.parametrizations: dict[str, MaskParametrization] = {}
         self.horizon = Horizon(epochs=1, steps_per_epoch=1)
-        #: Tied channel groups by the method's key (the root weight name), with their shared gates.
-        self.ties: dict[str, tuple[TiedGroup, SharedGate]] = {}
-        self._hooks: list[Any] = []
+        #: Where the masks live on the model (one per target, or one per tied channel group).
+        self.binder = MaskBinder()
 
     # ----------------------------------------------------------------- setup
     def phases(self) -> list[Phase]:
@@ -172,13 +169,8 @@ class PruningMethod(ABC):
         self.horizon = horizon or self.horizon
         targets = list(targets) if targets is not None else select_targets(model)
         gran = self.config.granularity
-        ties: list[TiedGroup] = []
-        own = targets
-        if channel_groups is not None and isinstance(gran, Filter) and self.config.coupled and self.supports_coupling():
-            from secateurs.methods.coupling import plan_ties
-
-            shapes = {n: p.shape for pn, p in model.named_parameters() if (n := original_name(pn)) is not None}
-            ties, own = plan_ties(channel_groups, targets, shapes)
+        couple = isinstance(gran, Filter) and self.config.coupled and self.supports_coupling()
+        ties, own = self.binder.plan(model, targets, channel_groups if couple else None)
         for t in own:
             if not gran.supports(t.shape):
                 raise UsageError(f"{t.name} with shape {tuple(t.shape)} cannot be pruned at granularity {gran}")
@@ -186,42 +178,12 @@ class PruningMethod(ABC):
         device = next(iter(model.parameters())).device
         self.generator = torch.Generator(device=device).manual_seed(self.config.seed)
         self.model = model
-        for tie in ties:
-            self._attach_tie(model, tie, device)
-        for t in own:
-            weight = model.get_parameter(t.name)
-            p = self.make_parametrization(t, weight)
-            attach_(model, t.name, p.to(weight.device))
-            self.parametrizations[t.name] = p
-        if self.ties:
-            from secateurs.methods.coupling import install_pass_hooks
-
-            self._hooks = install_pass_hooks(model, [shared for _, shared in self.ties.values()])
+        self.binder.bind(model, ties, own, self.make_parametrization)
         self.targets = targets
 
     def supports_coupling(self) -> bool:
         """Whether this method (as configured) can share one mask across a coupled channel group."""
         return True
-
-    def _attach_tie(self, model: nn.Module, tie: TiedGroup, device: torch.device) -> None:
-        from secateurs.methods.coupling import CoupledFilterMask, SharedGate
-
-        rows = [tie.rows(member).to(device) for member in tie.producers]  # once, not at every step
-        root = tie.producers[0].param
-
-        def group_weight() -> Tensor:
-            return tie.group_weight(lambda name: _original(model, name), rows)
-
-        mask = self.make_parametrization(tie.target, group_weight()).to(device)
-        shared = SharedGate(mask, group_weight, stand_in=lambda: _original(model, root))
-        for member in tie.members:
-            shape = _original(model, member.param).shape
-            follower = CoupledFilterMask(shared, member, shape, units=tie.units, chunks=tie.chunks,
-                                         owner=member.param == tie.name)
-            # A norm after a concatenation follows several groups: their masks chain on its tensors.
-            attach_(model, member.param, follower.to(device), chain=member.columns is None)
-        self.parametrizations[tie.name] = mask
-        self.ties[tie.name] = (tie, shared)
 
     @abstractmethod
     def make_parametrization(self, target: Target, weight: Tensor) -> MaskParametrization:
@@ -267,61 +229,40 @@ class PruningMethod(ABC):
         params = self.mask_parameters()
         return [{"params": params, "weight_decay": 0.0}] if params else []
 
-    def _weights(self) -> Iterator[tuple[str, MaskParametrization, Tensor]]:
+    @property
+    def parametrizations(self) -> dict[str, MaskParametrization]:
+        """The method's masks by key: a target weight's name, or a tied channel group's (its root weight)."""
+        return self.binder.parametrizations
+
+    @property
+    def ties(self) -> dict[str, tuple[TiedGroup, SharedGate]]:
+        """Tied channel groups by key, with their shared gates (see :class:`MaskBinder`)."""
+        return self.binder.ties
+
+    def weights(self) -> Iterator[tuple[str, MaskParametrization, Tensor]]:
         """``(key, parametrization, weight)``: the original weight, or a tied group's group weight.
 
-        A group weight is a fresh tensor: change weights in place through :meth:`_scale_weights_`.
+        A group weight is a fresh tensor: change weights in place through :meth:`scale_weights_`.
         """
-        assert self.model is not None, "attach the method to a model first"
-        for name, p in self.parametrizations.items():
-            tie = self.ties.get(name)
-            yield name, p, (tie[1].weight() if tie is not None else _original(self.model, name))
+        return self.binder.weights()
 
-    @torch.no_grad()
-    def _scale_weights_(self, name: str, factor: Tensor | float) -> None:
-        """Multiply the weights behind key ``name`` by ``factor`` in place: one weight, or every filter
-        bank of a tied group (followers take no scale: see ``MaskParametrization.follower_gate``)."""
-        assert self.model is not None, "attach the method to a model first"
-        tie = self.ties.get(name)
-        if tie is None:
-            weight = _original(self.model, name)
-            weight.mul_(torch.as_tensor(factor, dtype=weight.dtype, device=weight.device))
-            return
-        for member in tie[0].producers:  # filter banks: dim 0
-            weight = _original(self.model, member.param)
-            per_unit = torch.full((tie[0].units,), float(factor), dtype=weight.dtype, device=weight.device)
-            weight.mul_(member.spread(per_unit).reshape(-1, *[1] * (weight.dim() - 1)))
+    def scale_weights_(self, name: str, factor: Tensor | float) -> None:
+        """Multiply the weights behind key ``name`` by ``factor`` in place (every filter bank of a tied group)."""
+        self.binder.scale_weights_(name, factor)
 
-    @torch.no_grad()
     def hard_masks(self) -> MaskSet:
         """Deterministic boolean masks of every target in the current state.
 
         A tied group's mask is written onto each of its filter banks (the targets), at the positions
         of its channels.
         """
-        masks: dict[str, Tensor] = {}
-        for name, p, w in self._weights():
-            unit = p.hard_mask(w)
-            tie = self.ties.get(name)
-            if tie is None:
-                masks[name] = unit
-                continue
-            for member in tie[0].producers:
-                masks[member.param] = member.spread(unit.to(torch.bool))
-        shapes = {t.name: t.shape for t in self.targets}
-        return MaskSet.from_masks(masks, self.config.granularity, shapes)
+        return self.binder.hard_masks(self.config.granularity, self.targets)
 
     def finalize(self, squash: bool = True) -> MaskSet:
         """Return the final hard masks; with ``squash`` bake them in and remove the parametrizations."""
         masks = self.hard_masks()
-        if squash and self.model is not None:
-            squash_(self.model)
-            self.parametrizations.clear()
-            if self._hooks:
-                from secateurs.methods.coupling import remove_pass_hooks
-
-                remove_pass_hooks(self.model, self._hooks)
-            self._hooks, self.ties = [], {}
+        if squash:
+            self.binder.squash()
         return masks
 
     # ----------------------------------------------------------------- state
@@ -341,12 +282,3 @@ class PruningMethod(ABC):
     def load_extra_state(self, state: dict[str, Any]) -> None:
         """Restore :meth:`extra_state`."""
 
-
-def _original(model: nn.Module, name: str) -> Tensor:
-    """The original (unmasked) tensor of parameter ``name``, parametrized or not."""
-    module_name, _, param = name.rpartition(".")
-    module = model.get_submodule(module_name)
-    plist = getattr(module, "parametrizations", None)
-    if plist is not None and param in plist:
-        return plist[param].original
-    return getattr(module, param)

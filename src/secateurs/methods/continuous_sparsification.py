@@ -379,9 +379,9 @@ class ContinuousSparsification(PruningMethod):
 
     @torch.no_grad()
     def _fold_scales(self) -> None:
-        for name, gate, _ in self._weights():
+        for name, gate, _ in self.weights():
             if isinstance(gate, CSGate):
-                self._scale_weights_(name, gate.scale)  # a coupled group: its filter banks
+                self.scale_weights_(name, gate.scale)  # a coupled group: its filter banks
                 gate.scale.fill_(1.0)
 
     def finalize(self, squash: bool = True) -> Any:

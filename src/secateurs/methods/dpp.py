@@ -60,6 +60,7 @@ from secateurs.methods.dpp_layers import (
     fan_in_correction,
     initial_logits,
 )
+from secateurs.methods.dpp_report import epoch_metrics, report_fields, write_artifacts
 from secateurs.methods.registry import METHODS
 from secateurs.quant.fake_quant import QUANT_SCALES, QuantConfig
 
@@ -176,7 +177,7 @@ class DynamicProbabilisticPruning(PruningMethod):
 
     def layers(self) -> Iterator[tuple[str, DPPMask, Tensor]]:
         """``(weight name, parametrization, original weight)`` of every pruned layer."""
-        for name, p, weight in self._weights():
+        for name, p, weight in self.weights():
             if isinstance(p, DPPMask):
                 yield name, p, weight
 
@@ -278,8 +279,6 @@ class DynamicProbabilisticPruning(PruningMethod):
 
     # ----------------------------------------------------------------- metrics and artifacts
     def on_epoch_end(self, epoch: int) -> dict[str, float]:
-        from secateurs.methods.dpp_report import epoch_metrics
-
         logs = epoch_metrics(self, epoch)
         self.history.setdefault("epoch", []).append(float(epoch + 1))
         for key, value in logs.items():
@@ -287,13 +286,9 @@ class DynamicProbabilisticPruning(PruningMethod):
         return logs
 
     def save_artifacts(self, run_dir: Path) -> list[Path]:
-        from secateurs.methods.dpp_report import write_artifacts
-
         return write_artifacts(self, Path(run_dir))
 
     def report_extras(self) -> dict[str, Any]:
-        from secateurs.methods.dpp_report import report_fields
-
         return report_fields(self)
 
     # ----------------------------------------------------------------- finalize and state
@@ -302,7 +297,7 @@ class DynamicProbabilisticPruning(PruningMethod):
         deployed: dict[str, Tensor] = {}
         if squash and self.config.quant is not None:
             with torch.no_grad():
-                deployed = {n: p.deployed(w) for n, p, w in self._weights() if isinstance(p, DPPMask)}
+                deployed = {n: p.deployed(w) for n, p, w in self.weights() if isinstance(p, DPPMask)}
         model = self.model
         masks = super().finalize(squash)
         if model is not None:

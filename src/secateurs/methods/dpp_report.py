@@ -13,11 +13,16 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
+from torch import Tensor
 
+from secateurs.core.targets import Target
+from secateurs.methods.base import Horizon
+from secateurs.methods.dpp_layers import DPPMask
 from secateurs.metrics.mask_information import (
     METRIC_NAMES,
     inclusion_confidence,
@@ -27,10 +32,7 @@ from secateurs.metrics.mask_information import (
 )
 from secateurs.quant.integer_export import LayerExport, export_layer, save_export
 
-if TYPE_CHECKING:
-    from secateurs.methods.dpp import DynamicProbabilisticPruning
-
-__all__ = ["EXPORT_FILE", "PLOT_DIR", "build_exports", "epoch_metrics", "report_fields", "write_artifacts"]
+__all__ = ["EXPORT_FILE", "PLOT_DIR", "DPPRun", "build_exports", "epoch_metrics", "report_fields", "write_artifacts"]
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +42,31 @@ PLOT_DIR = "dpp_plots"
 PLOTTED = ("confidence", "diversity", "mutual_information", "inclusion_confidence")
 
 
-def _metric_generator(method: DynamicProbabilisticPruning, epoch: int) -> torch.Generator:
+class DPPRun(Protocol):
+    """What this module reads of an attached DPP method (``secateurs.methods.dpp``, which imports this
+    module: a protocol keeps the import one way)."""
+
+    config: Any
+    generator: torch.Generator
+    history: dict[str, list[float]]
+    targets: list[Target]
+    horizon: Horizon
+
+    def layers(self) -> Iterator[tuple[str, DPPMask, Tensor]]: ...
+    def layer_names(self) -> list[str]: ...
+    def cache_exports(self, exports: dict[str, Any]) -> None: ...
+    def cached_exports(self) -> dict[str, Any] | None: ...
+    def non_target_parameter_count(self) -> int: ...
+
+
+def _metric_generator(method: DPPRun, epoch: int) -> torch.Generator:
     # A private stream per epoch: the metrics never consume the training randomness.
     device = method.generator.device
     return torch.Generator(device=device).manual_seed(method.config.seed * 1_000_003 + 7919 * (epoch + 1))
 
 
 @torch.no_grad()
-def layer_metrics(method: DynamicProbabilisticPruning, epoch: int) -> dict[str, dict[str, float]]:
+def layer_metrics(method: DPPRun, epoch: int) -> dict[str, dict[str, float]]:
     """Layer name -> the metrics of :data:`METRIC_NAMES` in the current state."""
     gen = _metric_generator(method, epoch)
     out = {}
@@ -59,7 +78,7 @@ def layer_metrics(method: DynamicProbabilisticPruning, epoch: int) -> dict[str, 
     return out
 
 
-def epoch_metrics(method: DynamicProbabilisticPruning, epoch: int) -> dict[str, float]:
+def epoch_metrics(method: DPPRun, epoch: int) -> dict[str, float]:
     """Flat ``dpp/<metric>/<layer>`` values (and layer means) for ``metrics.jsonl``."""
     per_layer = layer_metrics(method, epoch)
     logs: dict[str, float] = {}
@@ -76,7 +95,7 @@ def epoch_metrics(method: DynamicProbabilisticPruning, epoch: int) -> dict[str, 
 
 
 @torch.no_grad()
-def build_exports(method: DynamicProbabilisticPruning) -> dict[str, LayerExport]:
+def build_exports(method: DPPRun) -> dict[str, LayerExport]:
     """The k-of-n export of every pruned layer in the current (evaluation) state."""
     cfg = method.config
     exports = {}
@@ -92,7 +111,7 @@ def _file_stem(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
-def write_artifacts(method: DynamicProbabilisticPruning, run_dir: Path) -> list[Path]:
+def write_artifacts(method: DPPRun, run_dir: Path) -> list[Path]:
     """Write the export and the per-layer metric plots into ``run_dir``; return the paths."""
     exports = build_exports(method)
     method.cache_exports(exports)
@@ -121,7 +140,7 @@ def write_artifacts(method: DynamicProbabilisticPruning, run_dir: Path) -> list[
     return paths
 
 
-def report_fields(method: DynamicProbabilisticPruning) -> dict[str, Any]:
+def report_fields(method: DPPRun) -> dict[str, Any]:
     """Sizes in bytes, quantization and per-layer k-of-n facts and final metrics for ``report.json``."""
     exports = method.cached_exports() or build_exports(method)
     other = 4 * method.non_target_parameter_count()

@@ -265,7 +265,7 @@ class GibbsPruning(PruningMethod):
             return
         gran = self.config.granularity
         scores, sizes, masks = {}, {}, {}
-        for name, p, weight in self._weights():
+        for name, p, weight in self.weights():
             assert isinstance(p, GibbsMask)
             scores[name], sizes[name], masks[name] = p.unit_scores(weight), gran.unit_size(weight.shape), p
         keep = select_global(scores, sizes, float(self.config.sparsity or 0.0))
@@ -305,7 +305,7 @@ class GibbsPruning(PruningMethod):
         if sampled is not None:
             self._refresh_global()  # the hard masks below use the current global quota
             agree = total = 0
-            for _, p, weight in self._weights():
+            for _, p, weight in self.weights():
                 assert isinstance(p, GibbsMask)
                 if p.last_keep is not None:
                     final = p.granularity.expand(p.hard_mask(weight), weight.shape)

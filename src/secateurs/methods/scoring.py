@@ -38,7 +38,7 @@ class ScoreBasedMethod(PruningMethod):
         """
         gran = self.config.granularity
         unit_scores, shapes = {}, {}
-        for name, p, original in self._weights():
+        for name, p, original in self.weights():
             assert isinstance(p, FixedMask)
             effective = original * gran.broadcastable(p.mask.to(original.dtype), original.shape)
             s = gran.reduce(self.scores(name, effective), how="l2").float()
