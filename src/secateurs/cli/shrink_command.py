@@ -80,7 +80,7 @@ def add_prunability_arguments(p: argparse.ArgumentParser) -> None:
     """The ``inspect`` flags of the pre-flight report (``inspect --prunability MODEL``)."""
     p.add_argument("--prunability", metavar="MODEL",
                    help="list coupled channel groups and what can be removed structurally, for a model "
-                        "name (e.g. resnet20, torchvision:resnet18) or a run directory")
+                        "name (e.g. resnet20, torchvision:resnet18, timm:resnet18) or a run directory")
     p.add_argument("--image-size", type=_positive, default=None, help="input side for --prunability MODEL")
     p.add_argument("--in-channels", type=_positive, default=3, help="input channels for --prunability MODEL")
     p.add_argument("--num-classes", type=_positive, default=10, help="classes for --prunability MODEL")

@@ -173,6 +173,6 @@ def prunability_of(
         loaded = load_run(path)
         masks = loaded.masks if all(isinstance(e.granularity, Filter) for e in loaded.masks.values()) else None
         return prunability_report(loaded.model, loaded.example_input, masks, round_to=round_to)
-    size = image_size or (224 if target.startswith("torchvision:") else 32)
+    size = image_size or (224 if target.startswith(("torchvision:", "timm:")) else 32)
     model = build_model(target, in_channels=in_channels, num_classes=num_classes, image_size=size).eval()
     return prunability_report(model, torch.randn(1, in_channels, size, size))

@@ -1,4 +1,4 @@
-"""The model zoo's registry: names to builders, plus ``torchvision:<name>`` pass-through.
+"""The model zoo's registry: names to builders, plus ``torchvision:<name>`` and ``timm:<name>`` pass-through.
 
 The library itself is model-agnostic; this registry only serves the CLI, the benchmarks and the
 examples, which need to turn a name from a config file into a fresh, randomly initialised network
@@ -20,6 +20,8 @@ from secateurs.errors import UsageError
 __all__ = ["ModelBuilder", "build_model", "list_models", "register_model"]
 
 TORCHVISION_PREFIX = "torchvision:"
+TIMM_PREFIX = "timm:"
+_RESERVED_PREFIXES = (TORCHVISION_PREFIX, TIMM_PREFIX)
 
 # Modules whose import registers the built-in models. Imported lazily so that importing the registry
 # stays cheap and so that `list_models()` is complete however the package was first imported.
@@ -84,9 +86,9 @@ def register_model(name: str, description: str) -> Callable[[BuilderT], BuilderT
     Raises:
         UsageError: If the name is empty, reserved, or already registered.
     """
-    if not name or name.startswith(TORCHVISION_PREFIX):
+    if not name or name.startswith(_RESERVED_PREFIXES):
         raise UsageError(f"invalid model name {name!r}: names must be non-empty and not start with "
-                         f"{TORCHVISION_PREFIX!r}")
+                         f"{' or '.join(map(repr, _RESERVED_PREFIXES))}")
 
     def decorator(builder: BuilderT) -> BuilderT:
         if name in _REGISTRY:
@@ -100,7 +102,8 @@ def register_model(name: str, description: str) -> Callable[[BuilderT], BuilderT
 def list_models() -> list[tuple[str, str]]:
     """Lists the registered models.
 
-    ``torchvision:<name>`` models are not listed; any torchvision classification model works.
+    ``torchvision:<name>`` and ``timm:<name>`` models are not listed; any torchvision classification
+    model and any timm model works.
 
     Returns:
         ``(name, description)`` pairs in registration order.
@@ -133,7 +136,8 @@ def build_model(
 
     Args:
         name: A registered name (see :func:`list_models`) or ``torchvision:<name>`` for any
-            torchvision classification model (built with ``weights=None``).
+            torchvision classification model (built with ``weights=None``), or ``timm:<name>`` for any
+            timm model (built with ``pretrained=False``; needs the ``timm`` extra).
         in_channels: Channels of the input images (1 for MNIST, 3 for CIFAR).
         num_classes: Number of output classes.
         image_size: Side of the square input images, or ``(height, width)``.
@@ -142,7 +146,7 @@ def build_model(
         The model, in training mode, on the CPU.
 
     Raises:
-        UsageError: If the name is unknown, torchvision is needed but missing, or a size is invalid.
+        UsageError: If the name is unknown, torchvision or timm is needed but missing, or a size is invalid.
     """
     in_channels = _check_positive_int(in_channels, "in_channels")
     num_classes = _check_positive_int(num_classes, "num_classes")
@@ -153,6 +157,11 @@ def build_model(
         return build_torchvision_model(
             name[len(TORCHVISION_PREFIX):], in_channels=in_channels, num_classes=num_classes
         )
+    if name.startswith(TIMM_PREFIX):
+        from secateurs.models.timm_models import build_timm_model
+
+        return build_timm_model(name[len(TIMM_PREFIX):], in_channels=in_channels, num_classes=num_classes,
+                                image_size=size)
     _ensure_builtins()
     entry = _REGISTRY.get(name)
     if entry is None:
@@ -165,4 +174,5 @@ def _unknown_name_message(name: str) -> str:
     close = difflib.get_close_matches(name, known, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return (f"unknown model {name!r}{hint}; known models: {', '.join(known)}, "
-            f"or {TORCHVISION_PREFIX}<name> for any torchvision classification model")
+            f"{TORCHVISION_PREFIX}<name> for any torchvision classification model, or {TIMM_PREFIX}<name> "
+            "for any timm model")
