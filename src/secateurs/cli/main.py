@@ -1,7 +1,8 @@
 """The ``secateurs`` command line: thin parsing around the public API.
 
 ``main(argv) -> int`` never exits the interpreter, so tests call it in-process. Bad input becomes one
-line on stderr and exit code 2; an interrupted run says how to resume it.
+line on stderr and exit code 2; a diverged run one line and exit code 3; an interrupted run says how
+to resume it (exit code 130).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import NoReturn
 
 from secateurs._version import __version__
 from secateurs.cli.commands import COMMANDS
-from secateurs.errors import UsageError
+from secateurs.errors import EXIT_DIVERGED, DivergedError, UsageError
 
 __all__ = ["entry_point", "main"]
 
@@ -52,6 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"secateurs: error: {exc}", file=sys.stderr)
         return 2
+    except DivergedError as exc:
+        print(f"secateurs: error: {exc}", file=sys.stderr)
+        return EXIT_DIVERGED
     except KeyboardInterrupt:
         print("secateurs: interrupted; the last finished epoch is saved, continue with --resume", file=sys.stderr)
         return 130

@@ -19,6 +19,7 @@ All randomness comes from ``self.generator`` (seeded from the config, saved in `
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
@@ -96,6 +97,8 @@ class MethodConfig:
         for f in fields(self):  # switches given as text (-o free=maybe) must not pass as "truthy"
             if f.type in ("bool", bool) and not isinstance(getattr(self, f.name), bool):
                 raise UsageError(f"option {f.name} must be true or false, got {getattr(self, f.name)!r}")
+            if isinstance(value := getattr(self, f.name), float) and not math.isfinite(value):
+                raise UsageError(f"option {f.name} must be a finite number, got {value}")  # NaN passes range checks
         gran = parse_granularity(self.granularity)
         object.__setattr__(self, "granularity", gran)
         if gran.fixed_density is not None:

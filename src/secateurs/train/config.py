@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from secateurs.errors import UsageError
@@ -41,6 +42,10 @@ class TrainConfig:
                 "unset = 100 for methods that train with sampled masks (dpp, gibbs), else off"})
 
     def __post_init__(self) -> None:
+        for f in fields(self):  # NaN passes every comparison below, and an infinite lr diverges at once
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise UsageError(f"{f.name} must be a finite number, got {value}")
         if self.epochs < 1:
             raise UsageError(f"epochs must be at least 1, got {self.epochs}")
         if self.batch_size < 1:

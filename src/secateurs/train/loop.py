@@ -4,10 +4,14 @@ Per phase (see :class:`secateurs.methods.Phase`) a fresh optimizer and learning-
 built; per step the method's penalty joins the task loss and ``method.on_step`` follows the
 optimizer step; per epoch the model is evaluated, a line goes to ``metrics.jsonl`` and a checkpoint
 is written atomically, so ``resume=True`` continues a killed run to the same final weights.
+
+A run that diverges (a non-finite loss, weight or mask state) stops with a :class:`DivergedError`
+before anything of the bad epoch is logged or saved: the last checkpoint stays the last good one.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from secateurs.core.targets import Target
+from secateurs.errors import DivergedError
 from secateurs.methods.base import Horizon, Phase, PruningMethod
 from secateurs.train.checkpoint import load_checkpoint, load_model_weights, restore_rng, save_checkpoint
 from secateurs.train.config import TrainConfig
@@ -34,6 +39,8 @@ __all__ = ["Callback", "FitResult", "fit"]
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
+#: Steps between checks for a non-finite loss (each check is one host synchronisation).
+DIVERGENCE_CHECK_STEPS = 50
 
 
 class EpochLoader(Protocol):
@@ -78,11 +85,13 @@ def _train_epoch(
     phase_step0: int,
     factor: Any,
     progress: Any,
-) -> tuple[int, dict[str, float]]:
+) -> tuple[int, dict[str, float], int | None]:
+    """One epoch; returns the step count, the epoch's logs and the first step with a non-finite loss."""
     device = next(model.parameters()).device
     model.train()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
+    first_bad = torch.full((), -1, device=device, dtype=torch.long)  # on the device: no sync per step
     count = 0
     for x, y in loader:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -97,6 +106,7 @@ def _train_epoch(
         extra: Tensor | None = method.penalty() if method is not None else None
         if extra is not None:
             total = total + extra
+        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(total.detach()), step + 1, first_bad)
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         if config.grad_clip > 0:
@@ -111,7 +121,36 @@ def _train_epoch(
         count += y.numel()
         if progress is not None:
             progress()
-    return step, {"train_loss": float(loss_sum) / max(count, 1), "train_accuracy": 100.0 * float(correct) / max(count, 1)}
+        if step % DIVERGENCE_CHECK_STEPS == 0 and int(first_bad) >= 0:
+            break  # the rest of the epoch would train on NaN
+    bad = int(first_bad)
+    logs = {"train_loss": float(loss_sum) / max(count, 1), "train_accuracy": 100.0 * float(correct) / max(count, 1)}
+    return step, logs, (bad if bad >= 0 else None)
+
+
+def _non_finite_tensor(model: nn.Module) -> str | None:
+    """The name of the first weight, buffer or mask state of ``model`` holding NaN or infinity."""
+    floats = [(k, v) for k, v in model.state_dict().items() if v.is_floating_point()]
+    if not floats:
+        return None
+    finite = torch.stack([torch.isfinite(v).all() for _, v in floats]).tolist()  # one synchronisation
+    return next((k for (k, _), ok in zip(floats, finite, strict=True) if not ok), None)
+
+
+def _non_finite_value(record: dict[str, Any]) -> str | None:
+    """The key of the first logged number that is NaN or infinite (metrics.jsonl stays strict JSON)."""
+    return next((k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)), None)
+
+
+def _diverged(what: str, epoch: int, step: int | None, run_path: Path | None, epochs_done: int) -> DivergedError:
+    """One line: where training diverged, which checkpoint is the last good one, what to try."""
+    where = f"epoch {epoch}" + (f" (step {step})" if step is not None else "")
+    if run_path is not None and epochs_done > 0 and (run_path / CHECKPOINT).exists():
+        kept = f"the last good checkpoint is {run_path / CHECKPOINT} (epoch {epochs_done})"
+    else:
+        kept = "no good checkpoint was written"
+    return DivergedError(f"training diverged in {where}: {what}; {kept}; "
+                         "try a lower learning rate (--lr) or a warm-up (--warmup-epochs)")
 
 
 def fit(
@@ -189,11 +228,15 @@ def fit(
                 train_loader.set_epoch(epoch)
                 if method is not None:
                     method.on_epoch_start(epoch)
-                step, logs = _train_epoch(
+                step, logs, bad_step = _train_epoch(
                     net, train_loader, optimizer, method, config,
                     step=step, phase_step0=first * len(train_loader), factor=factor,
                     progress=bar.advance if bar is not None else None,
                 )
+                if bad_step is not None:
+                    raise _diverged("the loss is not finite", epoch + 1, bad_step, run_path, epochs_done)
+                if (name := _non_finite_tensor(model)) is not None:
+                    raise _diverged(f"{name} is not finite", epoch + 1, None, run_path, epochs_done)
                 record: dict[str, Any] = {"epoch": epoch + 1, "phase": phase.name, "step": step, **logs}
                 record["lr"] = optimizer.param_groups[0]["lr"]
                 if method is not None:
@@ -203,6 +246,8 @@ def fit(
                     scores = evaluate(net, eval_loader, amp=config.amp, channels_last=config.channels_last)
                     record.update({f"eval_{k}": v for k, v in scores.items()})
                 record["seconds"] = time.perf_counter() - start_time
+                if (key := _non_finite_value(record)) is not None:
+                    raise _diverged(f"{key} is {record[key]}", epoch + 1, None, run_path, epochs_done)
                 history.append(record)
                 epochs_done = epoch + 1
                 if run_path is not None:

@@ -52,10 +52,14 @@ def save_json(obj: Any, path: str | Path) -> None:
 
 
 def append_jsonl(obj: Any, path: str | Path) -> None:
-    """Append one JSON object as a line (flushed and fsynced: logs survive a crash)."""
+    """Append one JSON object as a line (flushed and fsynced: logs survive a crash).
+
+    Strict JSON: NaN or infinity raise ValueError (Python's ``NaN`` token is not JSON).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps(obj, allow_nan=False) + "\n"
     with path.open("a") as f:
-        f.write(json.dumps(obj) + "\n")
+        f.write(line)
         f.flush()
         os.fsync(f.fileno())
