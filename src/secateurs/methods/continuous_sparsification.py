@@ -40,6 +40,7 @@ from secateurs.errors import UsageError
 from secateurs.methods._cs_gate import CSGate, beta_at, ramp
 from secateurs.methods.base import MethodConfig, Phase, PruningMethod
 from secateurs.methods.registry import METHODS
+from secateurs.methods.rewind import rewind_, round_sparsity, snapshot
 
 __all__ = ["CSConfig", "CSGate", "ContinuousSparsification"]
 
@@ -221,8 +222,7 @@ class ContinuousSparsification(PruningMethod):
 
     def round_goal(self, round_index: int) -> float:
         """Target sparsity at the end of search round ``round_index`` (0-based), geometric like IMP."""
-        density = 1.0 - float(self.config.sparsity or 0.0)
-        return 1.0 - density ** ((round_index + 1) / self.rounds)
+        return round_sparsity(self.config.sparsity or 0.0, round_index + 1, self.rounds)
 
     # ----------------------------------------------------------------- setup
     def attach(self, model: Any, targets: list[Target] | None = None, horizon: Any = None, **kwargs: Any) -> None:
@@ -391,19 +391,16 @@ class ContinuousSparsification(PruningMethod):
         return super().finalize(squash)
 
     # ----------------------------------------------------------------- ticket snapshot
-    @torch.no_grad()
     def _take_snapshot(self) -> None:
         assert self.model is not None
-        self._snapshot = {k: v.detach().clone() for k, v in self.model.state_dict().items() if not _is_mask_state(k)}
+        self._snapshot = snapshot(self.model)
 
     @torch.no_grad()
     def _rewind(self) -> None:
         assert self.model is not None
         if not self._snapshot:
             raise RuntimeError("ticket mode reached the ticket phase without a snapshot")
-        state = self.model.state_dict()
-        for k, v in self._snapshot.items():
-            state[k].copy_(v)
+        rewind_(self.model, self._snapshot)
         if self.config.ticket_rescale:  # the released code trains the ticket behind 1[s>0]/σ(s0)
             for g in self.gates().values():
                 g.scale.fill_(1.0 + math.exp(-self.config.s0))
@@ -432,7 +429,3 @@ class ContinuousSparsification(PruningMethod):
             }
         }
 
-
-def _is_mask_state(key: str) -> bool:
-    parts = key.split(".")
-    return "parametrizations" in parts and parts[-1] != "original"

@@ -18,12 +18,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from secateurs.errors import UsageError
 from secateurs.methods.base import MethodConfig, Phase
 from secateurs.methods.registry import METHODS
+from secateurs.methods.rewind import rewind_, round_sparsity, snapshot
 from secateurs.methods.scoring import ScoreBasedMethod
 
 __all__ = ["LotteryConfig", "LotteryTicketPruning"]
@@ -74,24 +74,15 @@ class LotteryTicketPruning(ScoreBasedMethod):
 
     def round_sparsity(self, round_index: int) -> float:
         """Sparsity after pruning round ``round_index`` (1-based)."""
-        density = 1.0 - float(self.config.sparsity or 0.0)
-        return 1.0 - density ** (round_index / self.config.rounds)
+        return round_sparsity(self.config.sparsity or 0.0, round_index, self.config.rounds)
 
-    @torch.no_grad()
     def _take_snapshot(self) -> None:
         assert self.model is not None
-        # Weights and buffers (BatchNorm running statistics) of the whole model; mask buffers live in
-        # the parametrizations and are excluded, they are what rewinding must keep.
-        self._snapshot = {
-            k: v.detach().clone() for k, v in self.model.state_dict().items() if not _is_mask_state(k)
-        }
+        self._snapshot = snapshot(self.model)
 
-    @torch.no_grad()
     def _rewind(self) -> None:
         assert self.model is not None
-        state = self.model.state_dict()
-        for k, v in self._snapshot.items():
-            state[k].copy_(v)
+        rewind_(self.model, self._snapshot)
 
     def on_phase_start(self, phase_index: int) -> None:
         if phase_index == 0 and self._rewind_step() == 0:
@@ -111,7 +102,3 @@ class LotteryTicketPruning(ScoreBasedMethod):
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self._snapshot = dict(state.get("snapshot", {}))
 
-
-def _is_mask_state(key: str) -> bool:
-    parts = key.split(".")
-    return "parametrizations" in parts and parts[-1] != "original"

@@ -8,22 +8,17 @@ from typing import Any
 import torch
 from torch import nn
 
+from secateurs.core.parametrize import original_name
 from secateurs.errors import UsageError
 from secateurs.metrics._eval import effective_tensor, eval_mode, is_conv_or_linear
 
 __all__ = ["layer_table", "render_layer_table"]
 
-_PARAMETRIZED_INFIX = ".parametrizations."
-_ORIGINAL_SUFFIX = ".original"
-
 
 def _original_name(name: str) -> str:
     # Accept the storage name of a parametrized tensor too:
     # "conv.parametrizations.weight.original" is "conv.weight" to the user.
-    if _PARAMETRIZED_INFIX in name and name.endswith(_ORIGINAL_SUFFIX):
-        owner, _, rest = name.partition(_PARAMETRIZED_INFIX)
-        return f"{owner}.{rest[: -len(_ORIGINAL_SUFFIX)]}"
-    return name
+    return original_name(name) or name
 
 
 def _default_names(model: nn.Module) -> list[str]:
