@@ -29,3 +29,7 @@ class DivergedError(SecateursError):
 
     The message says where (epoch, step), which checkpoint is the last good one and what to try.
     """
+
+
+class DamagedFileError(UsageError):
+    """A file secateurs reads (weights, masks, a report, a shrink spec, data) is truncated or corrupt."""

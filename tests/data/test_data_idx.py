@@ -51,7 +51,7 @@ def test_bad_magic_and_truncation_are_usage_errors(tmp_path):
     data = (tmp_path / "short").read_bytes()
     with gzip.open(tmp_path / "short.gz", "wb") as f:
         f.write(data[:-3])
-    with pytest.raises(UsageError, match="corrupt"):
+    with pytest.raises(UsageError, match="damaged"):
         read_idx(tmp_path / "short.gz")
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from secateurs.cli.bench_command import bench_arguments, report_arguments, run_bench, run_report
 from secateurs.cli.command import Command
 from secateurs.cli.command import write_out as _out
-from secateurs.cli.run_args import add_run_arguments, run_config_from_args
+from secateurs.cli.run_args import add_run_arguments, run_config_from_args, setting_sources
 from secateurs.cli.shrink_command import SHRINK, add_prunability_arguments, run_prunability
 from secateurs.cli.ticket_search_command import Command as SEARCH_TICKETS
 from secateurs.errors import UsageError
@@ -60,10 +60,12 @@ def _prune_args(p: argparse.ArgumentParser) -> None:
 
 
 def _execute(args: argparse.Namespace, pruning: bool) -> int:
+    from secateurs.experiment.record import RunOrigin
     from secateurs.experiment.run import execute
 
     config = run_config_from_args(args, pruning=pruning)
-    report = execute(config, args.out, resume=args.resume, show_progress=sys.stderr.isatty())
+    origin = RunOrigin(argv=["secateurs", *getattr(args, "argv", [])], sources=setting_sources(args, pruning=pruning))
+    report = execute(config, args.out, resume=args.resume, show_progress=sys.stderr.isatty(), origin=origin)
     _out(_summary(report, args.out))
     return 0
 
@@ -84,6 +86,8 @@ def _summary(report: dict[str, Any], out: str) -> str:
 def _inspect_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", nargs="?", help="a run directory")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--record", action="store_true",
+                   help="print the run record (run.json: command line, settings and their sources, versions, data)")
     add_prunability_arguments(p)
 
 
@@ -97,7 +101,7 @@ def _inspect_run(args: argparse.Namespace) -> int:
     run = Path(args.run)
     if not run.is_dir():
         raise UsageError(f"no run directory at {run}")
-    _out(describe_run(run, as_json=args.json))
+    _out(describe_run(run, as_json=args.json, record=args.record))
     return 0
 
 

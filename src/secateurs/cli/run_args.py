@@ -15,17 +15,21 @@ import yaml
 from secateurs.errors import UsageError
 from secateurs.experiment.config import RunConfig, load_recipe
 
-__all__ = ["add_run_arguments", "run_config_from_args"]
+__all__ = ["add_run_arguments", "run_config_from_args", "setting_sources"]
 
 # flag destination -> (section of the recipe, key); section None = top level
 _TRAIN_FLAGS = {
     "epochs": int, "batch_size": int, "lr": float, "optimizer": str, "lr_schedule": str,
     "weight_decay": float, "momentum": float, "warmup_epochs": float, "label_smoothing": float, "compile": str,
 }
-_TRAIN_SWITCHES = ("channels_last",)
+_TRAIN_SWITCHES = ("channels_last", "decay_bias_norm")
 _TOP_FLAGS = {
     "model": str, "data": str, "seed": int, "device": str, "data_dir": str, "val_fraction": float,
     "limit_train": int, "limit_test": int,
+}
+_HELP = {
+    "seed": "the one seed of the run: initialisation, data order and augmentation, the method's sampler "
+            "(a method's own -o seed=N overrides it for the method)",
 }
 _METHOD_FLAGS = {"sparsity": float, "granularity": str, "scope": str, "quant_bits": int}
 
@@ -37,9 +41,13 @@ def add_run_arguments(p: argparse.ArgumentParser, *, pruning: bool) -> None:
     p.add_argument("--config", help="recipe YAML with RunConfig keys; flags override it")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     for name, typ in {**_TOP_FLAGS, **_TRAIN_FLAGS}.items():
-        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=typ, default=S)
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=typ, default=S, help=_HELP.get(name))
     p.add_argument("--channels-last", dest="channels_last", action="store_true", default=S,
                    help="channels-last (NHWC) weights and inputs (faster convolutions on GPUs)")
+    p.add_argument("--decay-bias-norm", dest="decay_bias_norm", action=argparse.BooleanOptionalAction, default=S,
+                   help="apply weight decay to biases and normalisation parameters too (recipe: train.decay_bias_norm)")
+    p.add_argument("--deterministic", action="store_true", default=S,
+                   help="deterministic torch algorithms and cuDNN settings (recorded in run.json)")
     p.add_argument("--no-augment", dest="augment", action="store_false", default=S, help="no training augmentation")
     p.add_argument("--download", action="store_true", default=S, help="download a missing dataset with torchvision")
     if pruning:
@@ -53,7 +61,8 @@ def add_run_arguments(p: argparse.ArgumentParser, *, pruning: bool) -> None:
         p.add_argument("--include", action="append", default=S, help="glob of weight names to prune (repeatable)")
         p.add_argument("--exclude", action="append", default=S, help="glob of weight names to keep dense")
         p.add_argument("--option", "-o", action="append", default=S, metavar="KEY=VALUE",
-                       help="a method option, e.g. -o rounds=4 (repeatable)")
+                       help="a method option, e.g. -o rounds=4 (repeatable); -o seed=N overrides --seed for the "
+                            "method's own generator only")
 
 
 def _parse_option(text: str) -> tuple[str, Any]:
@@ -83,7 +92,7 @@ def run_config_from_args(args: argparse.Namespace, *, pruning: bool) -> RunConfi
     for name in (*_TRAIN_FLAGS, *_TRAIN_SWITCHES):
         if name in given:
             train[name] = given[name]
-    for name in ("augment", "download"):
+    for name in ("augment", "download", "deterministic"):
         if name in given:
             raw[name] = given[name]
     if pruning:
@@ -105,3 +114,30 @@ def run_config_from_args(args: argparse.Namespace, *, pruning: bool) -> RunConfi
     raw["train"] = train
     raw["method_options"] = options
     return RunConfig.from_dict(raw)
+
+
+def setting_sources(args: argparse.Namespace, *, pruning: bool) -> dict[str, str]:
+    """Where each setting of a ``train``/``prune`` invocation came from, for the run record.
+
+    Keys are flattened config names (``seed``, ``train.lr``, ``method_options.rounds``); values are
+    ``recipe`` (the ``--config`` file), ``flag`` or ``-o``. Settings missing here hold defaults.
+    A resumed run keeps the sources of its first start (its record is not rewritten).
+    """
+    given = vars(args)
+    sources: dict[str, str] = {}
+    if args.config and not args.resume:
+        for key, value in load_recipe(args.config).items():
+            if isinstance(value, dict):
+                sources.update({f"{key}.{sub}": "recipe" for sub in value})
+            else:
+                sources[key] = "recipe"
+    flags = [*_TOP_FLAGS, "augment", "download", "deterministic"]
+    if pruning:
+        flags += ["method", "from_checkpoint", "include", "exclude"]
+    sources.update({name: "flag" for name in flags if name in given})
+    sources.update({f"train.{name}": "flag" for name in (*_TRAIN_FLAGS, *_TRAIN_SWITCHES) if name in given})
+    if pruning:
+        sources.update({f"method_options.{name}": "flag" for name in _METHOD_FLAGS if name in given})
+        for text in given.get("option", []):
+            sources[f"method_options.{_parse_option(text)[0]}"] = "-o"
+    return sources

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from secateurs.core.granularity import Granularity, parse_granularity
 from secateurs.core.parametrize import original_name
-from secateurs.errors import UsageError
+from secateurs.errors import DamagedFileError, UsageError
 
 __all__ = ["MaskEntry", "MaskSet"]
 
@@ -140,33 +140,40 @@ class MaskSet(Mapping[str, MaskEntry]):
 
     def save(self, path: str | Path) -> None:
         """Write to a safetensors file atomically (no pickle)."""
-        from safetensors.torch import save_file
-
-        from secateurs.utils.io import atomic_path
+        from secateurs.utils.io import save_safetensors
 
         tensors = {n: e.mask.to(torch.uint8).contiguous() for n, e in self._entries.items()}
         meta = {n: {"granularity": e.granularity.spec, "shape": list(e.weight_shape)} for n, e in self._entries.items()}
-        with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata={"secateurs.masks": json.dumps(meta)})
+        save_safetensors(tensors, path, metadata={"secateurs.masks": json.dumps(meta)})
 
     @classmethod
     def load(cls, path: str | Path) -> MaskSet:
-        """Read a file written by :meth:`save`."""
-        from safetensors import safe_open
+        """Read a file written by :meth:`save`.
 
-        entries = {}
-        with safe_open(str(path), framework="pt") as f:
-            raw = (f.metadata() or {}).get("secateurs.masks")
-            if raw is None:
-                raise UsageError(f"{path} is not a secateurs mask file")
-            meta = json.loads(raw)
-            for name, info in meta.items():
-                entries[name] = MaskEntry(
-                    f.get_tensor(name).to(torch.bool),
-                    parse_granularity(info["granularity"]),
-                    torch.Size(info["shape"]),
-                )
-        return cls(entries)
+        Raises:
+            UsageError: no such file, or not a mask file.
+            DamagedFileError: the file is truncated or corrupt (a UsageError too).
+        """
+        from secateurs.utils.io import read_safetensors
+
+        try:
+            tensors, metadata = read_safetensors(path)
+        except FileNotFoundError:
+            raise UsageError(f"no mask file at {path}") from None
+        raw = metadata.get("secateurs.masks")
+        if raw is None:
+            raise UsageError(f"{path} is not a secateurs mask file")
+        try:
+            entries = {}
+            for name, info in json.loads(raw).items():
+                mask = tensors[name]
+                if mask.dtype != torch.uint8 or bool((mask > 1).any()):
+                    raise ValueError("mask values other than 0 and 1")
+                entries[name] = MaskEntry(mask.to(torch.bool), parse_granularity(info["granularity"]),
+                                          torch.Size(info["shape"]))
+            return cls(entries)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:  # UsageError is a ValueError too
+            raise DamagedFileError(f"{path} is damaged ({exc.__class__.__name__}: {str(exc)[:120]})") from None
 
 
 def _original_weight_shapes(model: nn.Module) -> dict[str, torch.Size]:

@@ -175,7 +175,8 @@ def load_cifar(name: str, *, data_dir: str | Path | None = None, download: bool 
     y_train = torch.cat([p[1] for p in parts])
     x_test, y_test = _read_images_labels(folder / layout.test_file, layout)
     return ImageSplits(
-        x_train, y_train, x_test, y_test, num_classes=layout.num_classes, class_names=_class_names(folder, layout)
+        x_train, y_train, x_test, y_test, num_classes=layout.num_classes, class_names=_class_names(folder, layout),
+        files=tuple(folder / f for f in (*layout.train_files, layout.test_file)),
     )
 
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 import gzip
 import struct
 import sys
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 
-from secateurs.errors import UsageError
+from secateurs.errors import DamagedFileError, UsageError
 
 __all__ = ["IdxFiles", "find_idx_files", "read_idx", "write_idx"]
 
@@ -53,30 +54,36 @@ def read_idx(path: str | Path) -> torch.Tensor:
         files of MNIST and Fashion-MNIST.
 
     Raises:
-        UsageError: If the file is not a well-formed IDX file (bad magic, unknown type, wrong size).
+        DamagedFileError: If the file is not a well-formed IDX file (bad magic, unknown type, wrong
+            size) or its gzip stream is truncated or corrupt (a UsageError, one line naming the file).
         FileNotFoundError: If ``path`` does not exist.
     """
     path = Path(path)
     try:
         raw = _read_bytes(path)
-    except (OSError, EOFError) as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise
-        raise UsageError(f"cannot read IDX file {path}: {exc}") from exc
+    except FileNotFoundError:
+        raise
+    except IsADirectoryError:
+        raise UsageError(f"{path} is a directory, not an IDX file") from None
+    except (OSError, EOFError, zlib.error) as exc:
+        # A truncated gzip stream ends early (EOFError), a flipped bit breaks the deflate data
+        # (zlib.error) or the CRC (BadGzipFile, an OSError).
+        reason = str(exc).strip() or type(exc).__name__
+        raise DamagedFileError(f"IDX file {path} is damaged ({reason}); fetch it again") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
-        raise UsageError(f"{path} is not an IDX file (bad magic number)")
+        raise DamagedFileError(f"{path} is damaged or not an IDX file (bad magic number)")
     dtype, itemsize = _IDX_TYPES[raw[2]]
     ndim = raw[3]
     header_len = 4 + 4 * ndim
     if len(raw) < header_len:
-        raise UsageError(f"IDX file {path} is truncated (incomplete header)")
+        raise DamagedFileError(f"IDX file {path} is damaged: truncated (incomplete header)")
     shape = struct.unpack(f">{ndim}I", raw[4:header_len])
     count = 1
     for size in shape:
         count *= size
     if len(raw) - header_len != count * itemsize:
-        raise UsageError(
-            f"IDX file {path} is corrupt: header says {count * itemsize} data bytes, "
+        raise DamagedFileError(
+            f"IDX file {path} is damaged: header says {count * itemsize} data bytes, "
             f"found {len(raw) - header_len}"
         )
     # bytearray: torch.frombuffer needs a writable buffer to avoid a warning, and the copy is cheap.

@@ -123,7 +123,8 @@ def load_mnist_like(name: str, *, data_dir: str | Path | None = None, download: 
         )
     x_train, y_train = _read_split(found.train_images, found.train_labels)
     x_test, y_test = _read_split(found.test_images, found.test_labels)
-    return ImageSplits(x_train, y_train, x_test, y_test, num_classes=10, class_names=source.class_names)
+    return ImageSplits(x_train, y_train, x_test, y_test, num_classes=10, class_names=source.class_names,
+                       files=tuple(found))
 
 
 def load_fashion_mnist(*, data_dir: str | Path | None = None, download: bool = False) -> ImageSplits:

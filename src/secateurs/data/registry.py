@@ -73,6 +73,8 @@ class DataBundle:
         class_names: Class names when the dataset ships them.
         mean: Per-channel mean used for normalisation (``[0, 1]`` units).
         std: Per-channel standard deviation used for normalisation.
+        files: The files the data was read from (see :attr:`ImageSplits.files`).
+        generator: For generated data, the generator's settings (see :attr:`ImageSplits.generator`).
     """
 
     train: TensorLoader
@@ -85,6 +87,8 @@ class DataBundle:
     class_names: tuple[str, ...] | None = None
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
+    files: tuple[Path, ...] = ()
+    generator: Mapping[str, Any] | None = None
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -270,6 +274,8 @@ def build_data(
         class_names=raw.class_names,
         mean=tuple(mean_t),
         std=tuple(std_t),
+        files=raw.files,
+        generator=raw.generator,
     )
 
 

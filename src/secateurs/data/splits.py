@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -22,6 +25,8 @@ class ImageSplits:
         y_test: Test labels.
         num_classes: Number of classes.
         class_names: Human-readable class names, when the dataset ships them.
+        files: The files the splits were read from (for the run record's data fingerprint).
+        generator: For generated data, the generator and its settings (the data is a pure function of them).
     """
 
     x_train: torch.Tensor
@@ -30,6 +35,8 @@ class ImageSplits:
     y_test: torch.Tensor
     num_classes: int
     class_names: tuple[str, ...] | None = None
+    files: tuple[Path, ...] = ()
+    generator: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         # Check once here so that every loader gets the same guarantees and no consumer re-checks.

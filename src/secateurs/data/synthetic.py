@@ -65,4 +65,7 @@ def make_synthetic(
     x_train, y_train = draw(n_train)
     x_test, y_test = draw(n_test)
     names = tuple(f"class{k}" for k in range(num_classes))
-    return ImageSplits(x_train, y_train, x_test, y_test, num_classes=num_classes, class_names=names)
+    settings = {"name": "secateurs.data.make_synthetic", "n_train": n_train, "n_test": n_test, "channels": channels,
+                "size": size, "num_classes": num_classes, "noise": noise, "seed": seed}
+    return ImageSplits(x_train, y_train, x_test, y_test, num_classes=num_classes, class_names=names,
+                       generator=settings)

@@ -16,7 +16,7 @@ from torch import nn
 from secateurs.core.granularity import Filter
 from secateurs.core.targets import Target, select_targets
 from secateurs.errors import UsageError
-from secateurs.methods import METHODS, MethodConfig
+from secateurs.methods import METHODS, MethodConfig, PruningMethod
 from secateurs.train.config import TrainConfig
 
 __all__ = ["RunConfig", "load_recipe"]
@@ -32,7 +32,10 @@ class RunConfig:
         method: pruning method name, or None for dense training.
         method_options: the method's config fields (sparsity, granularity, scope, seed and its own).
         train: optimizer, learning rate, epochs.
-        seed: seed of the data order, augmentation and model initialisation.
+        seed: the one seed of the run: data order, augmentation, model initialisation and the method's
+            own generator (unless ``method_options`` sets ``seed``, an explicit override).
+        deterministic: ask torch for deterministic algorithms (and cuDNN's deterministic settings);
+            slower on GPUs, an error where an operation has no deterministic version.
         device: ``cpu``, ``cuda``, ``cuda:1`` or ``auto`` (CUDA when available).
         from_checkpoint: start from these trained dense weights (a run directory or weights file).
         include / exclude: glob patterns over weight names choosing the pruned weights.
@@ -49,6 +52,7 @@ class RunConfig:
     method_options: dict[str, Any] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
     seed: int = 0
+    deterministic: bool = False
     device: str = "auto"
     from_checkpoint: str | None = None
     include: tuple[str, ...] = ()
@@ -79,9 +83,14 @@ class RunConfig:
         if unknown:
             raise UsageError(f"method {self.method} has no option {unknown[0]!r}; options: {', '.join(sorted(known))}")
         try:
-            return cls(**self.method_options)
+            return cls(**self.method_options).with_run_seed(self.seed)
         except TypeError as exc:
             raise UsageError(f"bad options for method {self.method}: {exc}") from None
+
+    def build_method(self) -> PruningMethod:
+        """The run's pruning method, seeded by the run's seed unless its options set their own."""
+        config = self.method_config()  # UsageError for a dense run
+        return METHODS.get(str(self.method))(config)
 
     @property
     def couples_channels(self) -> bool:

@@ -5,13 +5,22 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from secateurs.errors import UsageError
+from secateurs.errors import DamagedFileError, UsageError
+from secateurs.experiment.record import RECORD, describe_record, json_text, read_record
+from secateurs.utils.io import read_json
 
 __all__ = ["describe_run"]
 
 
-def describe_run(run: Path, *, as_json: bool = False) -> str:
-    """Render ``run/report.json`` as text (or JSON); explain an unfinished run."""
+def describe_run(run: Path, *, as_json: bool = False, record: bool = False) -> str:
+    """Render ``run/report.json`` as text (or JSON) with the run record; explain an unfinished run.
+
+    ``record=True`` prints the run record (``run.json``) itself, as JSON.
+    """
+    if record:
+        if not (run / RECORD).exists():
+            raise UsageError(f"{run} has no run record ({RECORD}); it was made by an older secateurs")
+        return json_text(read_record(run))
     report_path = run / "report.json"
     if not report_path.exists():
         metrics = run / "metrics.jsonl"
@@ -19,7 +28,9 @@ def describe_run(run: Path, *, as_json: bool = False) -> str:
         if done or (run / "checkpoint.pt").exists():
             raise UsageError(f"{run} is not finished ({done} epochs logged); continue it with --resume")
         raise UsageError(f"{run} holds no secateurs run (no report.json)")
-    report = json.loads(report_path.read_text())
+    report = read_json(report_path)
+    if not isinstance(report, dict) or "layers" not in report:
+        raise DamagedFileError(f"{report_path} is damaged (not a secateurs report)")
     if as_json:
         return json.dumps(report, indent=2)
     from secateurs.metrics import render_layer_table
@@ -43,7 +54,8 @@ def describe_run(run: Path, *, as_json: bool = False) -> str:
         lines.insert(-1, f"shrunk     {report['params_shrunk']:,} params, {report['macs_shrunk']:,} MACs "
                          "after `secateurs shrink`")
     lines.append("")
-    return "\n".join(lines) + render_layer_table(report["layers"]) + _render_extras(report)
+    return ("\n".join(lines) + render_layer_table(report["layers"]) + _render_extras(report)
+            + (describe_record(read_record(run)) if (run / RECORD).exists() else ""))
 
 
 # Keys that build_report writes; anything else in report.json comes from a method's report_extras().

@@ -18,13 +18,14 @@ from secateurs.core.masks import MaskSet
 from secateurs.data import build_data
 from secateurs.errors import UsageError
 from secateurs.experiment.config import RunConfig
+from secateurs.experiment.determinism import deterministic_mode
+from secateurs.experiment.record import RunOrigin, finish_record, start_record
 from secateurs.experiment.report import build_report
-from secateurs.methods import build_method
 from secateurs.models import build_model
 from secateurs.train import fit
 from secateurs.train.checkpoint import load_model_weights
 from secateurs.train.loop import CHECKPOINT
-from secateurs.utils.io import atomic_path, load_weights_only, save_json
+from secateurs.utils.io import load_safetensors, load_weights_only, read_json, save_json, save_safetensors
 
 __all__ = ["channel_groups_for", "check_forward", "execute", "load_dense_weights", "resolve_device"]
 
@@ -59,20 +60,14 @@ def load_dense_weights(source: str | Path) -> tuple[dict[str, torch.Tensor], flo
     if path.is_dir():
         report = path / REPORT
         if report.exists():
-            import json
-
-            accuracy = json.loads(report.read_text()).get("accuracy")
+            saved = read_json(report)
+            accuracy = saved.get("accuracy") if isinstance(saved, dict) else None
         path = path / WEIGHTS
     if not path.exists():
         raise UsageError(f"no trained weights at {path} (give a run directory of `secateurs train` or a weights file)")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path)), accuracy
-    try:
-        state = load_weights_only(path)
-    except Exception as exc:
-        raise UsageError(f"cannot read weights from {path}: {type(exc).__name__}") from None
+        return load_safetensors(path), accuracy
+    state = load_weights_only(path)
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]  # a training checkpoint
     if not isinstance(state, dict):
@@ -89,25 +84,30 @@ def _guard_run_dir(out: Path, resume: bool) -> None:
 
 
 def save_weights(model: nn.Module, path: Path) -> None:
-    """Write the model's state dict as safetensors, atomically (tensors made contiguous and unshared)."""
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp))
+    """Write the model's state dict as safetensors, atomically (tensors made contiguous and unshared),
+    with a checksum that loading verifies."""
+    save_safetensors({k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}, path)
 
 
-def execute(config: RunConfig, out: str | Path, *, resume: bool = False, show_progress: bool = False) -> dict[str, Any]:
-    """Run ``config`` into the directory ``out`` and return the report (also written as ``report.json``)."""
-    out = Path(out)
+def execute(config: RunConfig, out: str | Path, *, resume: bool = False, show_progress: bool = False,
+            origin: RunOrigin | None = None) -> dict[str, Any]:
+    """Run ``config`` into the directory ``out`` and return the report (also written as ``report.json``).
+
+    ``origin`` (the command line and where each setting came from) goes into the run record,
+    ``run.json``, with the software, machine and data the run used (:mod:`secateurs.experiment.record`).
+    """
+    with deterministic_mode(config.deterministic):
+        return _execute(config, Path(out), resume=resume, show_progress=show_progress, origin=origin)
+
+
+def _execute(config: RunConfig, out: Path, *, resume: bool, show_progress: bool,
+             origin: RunOrigin | None) -> dict[str, Any]:
     if resume and (out / REPORT).exists():
-        import json
-
         log.info("run %s is already finished", out)
-        return json.loads((out / REPORT).read_text())
+        return read_json(out / REPORT)
     _guard_run_dir(out, resume)
     device = resolve_device(config.device)
-    method = build_method(config.method, **config.method_options) if config.method else None
+    method = config.build_method() if config.method else None
     data = build_data(
         config.data, data_dir=config.data_dir, batch_size=config.train.batch_size, val_fraction=config.val_fraction,
         augment=config.augment, seed=config.seed, device=device, download=config.download,
@@ -126,6 +126,10 @@ def execute(config: RunConfig, out: str | Path, *, resume: bool = False, show_pr
     channel_groups = channel_groups_for(config, model, data.input_shape, device)
     out.mkdir(parents=True, exist_ok=True)
     config.save(out / CONFIG)
+    record = start_record(out, config.to_dict(), origin, device=device, deterministic=config.deterministic,
+                          data_files=data.files, data_generator=data.generator,
+                          from_checkpoint=config.from_checkpoint, resume=resume,
+                          given_options=tuple(config.method_options))
     eval_loader = data.val if data.val is not None else data.test
     result = fit(
         model, data.train, config=config.train, method=method, targets=targets, eval_loader=eval_loader,
@@ -150,6 +154,7 @@ def execute(config: RunConfig, out: str | Path, *, resume: bool = False, show_pr
     if recalibration:
         report["bn_recalibration"] = recalibration
     save_json(report, out / REPORT)
+    finish_record(out, record)
     return report
 
 

@@ -9,7 +9,6 @@ stores their weights compressed instead (``weights.sparse.safetensors``).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from secateurs.experiment.config import RunConfig, load_recipe
 from secateurs.metrics import count_macs, count_params
 from secateurs.models import build_model
 from secateurs.train.checkpoint import load_model_weights
+from secateurs.utils.io import load_safetensors, read_json
 
 __all__ = ["LoadedRun", "load_run", "prunability_of", "shrink_run"]
 
@@ -59,7 +59,7 @@ def load_run(run: str | Path) -> LoadedRun:
     if not (run / "masks.safetensors").exists():
         raise UsageError(f"{run} is a dense run (no masks.safetensors): there is nothing to shrink")
     config = RunConfig.from_dict(load_recipe(run / "config.yaml"))
-    report = json.loads((run / "report.json").read_text())
+    report = read_json(run / "report.json")
     masks = MaskSet.load(run / "masks.safetensors")
     data = build_data(config.data, data_dir=config.data_dir, batch_size=_EVAL_BATCH, eval_batch_size=_EVAL_BATCH,
                       augment=False, seed=config.seed, limit_train=config.limit_train, limit_test=config.limit_test)
@@ -67,9 +67,7 @@ def load_run(run: str | Path) -> LoadedRun:
             "image_size": [data.image_size, data.image_size]}
     model = build_model(config.model, in_channels=data.in_channels, num_classes=data.num_classes,
                         image_size=data.image_size)
-    from safetensors.torch import load_file
-
-    load_model_weights(model, load_file(str(run / "model.safetensors")), str(run))
+    load_model_weights(model, load_safetensors(run / "model.safetensors"), str(run))
     masks.validate(model)
     return LoadedRun(config, report, masks, model.eval(), data, info)
 

@@ -30,7 +30,7 @@ from secateurs.data import build_data
 from secateurs.errors import UsageError
 from secateurs.experiment.config import RunConfig
 from secateurs.experiment.run import channel_groups_for, check_forward, load_dense_weights, resolve_device
-from secateurs.methods import Horizon, PruningMethod, build_method
+from secateurs.methods import Horizon, PruningMethod
 from secateurs.models import build_model
 from secateurs.train.checkpoint import load_model_weights, restore_rng
 from secateurs.train.evaluate import autocast_for, evaluate
@@ -161,7 +161,7 @@ def _build_replicas(configs: list[RunConfig], data: Any, device: torch.device) -
             state, _ = load_dense_weights(cfg.from_checkpoint)
             load_model_weights(model, state, cfg.from_checkpoint)
         check_forward(model, cfg.model, data.input_shape, device)
-        method = build_method(cfg.method, **cfg.method_options)  # type: ignore[arg-type]
+        method = cfg.build_method()
         method.attach(model, cfg.select_targets(model), horizon,
                       channel_groups=channel_groups_for(cfg, model, data.input_shape, device))
         replicas.append(_Replica(cfg, model, method))

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -81,7 +81,9 @@ class MethodConfig:
             ``"2:4"``) is parsed on construction.
         scope: ``"tensor"`` (each tensor at the target), ``"global"`` (one ranking across tensors) or
             ``"group"`` (exactly k of n in every group of the granularity).
-        seed: seed of the method's own random generator.
+        seed: seed of the method's own random generator. Unset (None) means: in a run, the run's
+            ``--seed`` (one seed for everything); a method built on its own, 0. Setting it is an
+            explicit override of the run's seed.
         coupled: with the filter granularity, when channel groups are given to :meth:`attach`, keep
             one mask per coupled group (see :mod:`secateurs.methods.coupling`); False keeps one
             mask per layer.
@@ -90,7 +92,8 @@ class MethodConfig:
     sparsity: float | None = field(default=None, metadata={"help": "fraction of weights removed, in [0, 1)"})
     granularity: Granularity = field(default="unstructured", metadata={"help": "unstructured, kernel, filter or N:M"})  # type: ignore[assignment]
     scope: str = field(default="tensor", metadata={"help": "tensor, global or group quota"})
-    seed: int = field(default=0, metadata={"help": "seed of the method's random generator"})
+    seed: int | None = field(default=None, metadata={
+        "help": "seed of the method's random generator; unset = the run's --seed (setting it overrides that)"})
     coupled: bool = field(default=True, metadata={"help": "filter granularity: prune coupled channel groups together"})
 
     def __post_init__(self) -> None:
@@ -113,6 +116,12 @@ class MethodConfig:
             raise UsageError(f"sparsity must lie in [0, 1), got {self.sparsity}")
         if self.scope not in SCOPES:
             raise UsageError(f"unknown scope {self.scope!r}; known: {', '.join(SCOPES)}")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+            raise UsageError(f"option seed must be an integer, got {self.seed!r}")
+
+    def with_run_seed(self, seed: int) -> MethodConfig:
+        """This config with the run's seed filled in where no seed of its own was given."""
+        return self if self.seed is not None else replace(self, seed=seed)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, YAML-friendly values (granularities as their spec strings)."""
@@ -136,8 +145,8 @@ class PruningMethod(ABC):
     def __init__(self, config: MethodConfig) -> None:
         if not isinstance(config, self.Config):
             raise TypeError(f"{type(self).__name__} takes a {self.Config.__name__}, got {type(config).__name__}")
-        self.config = config
-        self.generator = torch.Generator().manual_seed(config.seed)
+        self.config = config.with_run_seed(0)  # a method built on its own: seed 0 unless given
+        self.generator = torch.Generator().manual_seed(self.config.seed)
         self.model: nn.Module | None = None
         self.targets: list[Target] = []
         self.horizon = Horizon(epochs=1, steps_per_epoch=1)

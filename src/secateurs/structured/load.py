@@ -33,15 +33,12 @@ def save_shrunk(model: nn.Module, spec: ArchSpec, directory: str | Path) -> tupl
     Returns:
         The paths of the spec and of the weights.
     """
-    from safetensors.torch import save_file
-
-    from secateurs.utils.io import atomic_path
+    from secateurs.utils.io import save_safetensors
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    with atomic_path(directory / WEIGHTS_FILE) as tmp:
-        save_file(state, str(tmp), metadata={"secateurs.arch": SPEC_FILE})
+    save_safetensors(state, directory / WEIGHTS_FILE, metadata={"secateurs.arch": SPEC_FILE})
     spec.save(directory / SPEC_FILE)
     return directory / SPEC_FILE, directory / WEIGHTS_FILE
 
@@ -81,15 +78,12 @@ def _build_from_zoo(spec: ArchSpec) -> nn.Module:
 
 
 def _load_weights(model: nn.Module, path: Path) -> None:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from secateurs.utils.io import load_safetensors
 
     try:
-        state = load_file(str(path))
+        state = load_safetensors(path)  # DamagedFileError (a UsageError) for a truncated or corrupt file
     except FileNotFoundError:
         raise UsageError(f"no weights at {path}") from None
-    except SafetensorError as exc:
-        raise UsageError(f"cannot read {path}: {exc}") from None
     own = model.state_dict()
     problems = [f"unexpected {k}" for k in state if k not in own]
     problems += [f"missing {k}" for k in own if k not in state]

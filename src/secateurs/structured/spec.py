@@ -23,7 +23,7 @@ from typing import Any
 
 from torch import nn
 
-from secateurs.errors import UsageError
+from secateurs.errors import DamagedFileError, UsageError
 
 __all__ = ["ArchSpec", "SpecGroup", "class_path"]
 
@@ -104,7 +104,8 @@ class ArchSpec:
                 extras=dict(raw.get("extras") or {}),
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise UsageError(f"{source} is a malformed architecture spec ({type(exc).__name__}: {exc})") from None
+            raise DamagedFileError(f"{source} is damaged: a malformed architecture spec ({type(exc).__name__}: {exc})"
+                                   ) from None
         for g in spec.groups:
             if not g.keep or any(not 0 <= i < g.channels for i in g.keep) or len(set(g.keep)) != len(g.keep):
                 raise UsageError(f"{source}: group {g.root} keeps invalid channels for {g.channels} channels")
@@ -119,10 +120,10 @@ class ArchSpec:
     @classmethod
     def load(cls, path: str | Path) -> ArchSpec:
         """Read a spec written by :meth:`save`."""
+        from secateurs.utils.io import read_json
+
         try:
-            raw = json.loads(Path(path).read_text())
+            raw = read_json(path)  # DamagedFileError for a truncated or corrupt file
         except FileNotFoundError:
             raise UsageError(f"no architecture spec at {path}") from None
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"{path} is not valid JSON ({exc.msg}, line {exc.lineno})") from None
         return cls.from_dict(raw, source=str(path))

@@ -51,6 +51,8 @@ def load_checkpoint(path: str | Path, device: torch.device) -> dict[str, Any]:
         state = load_weights_only(path, map_location=device)
     except FileNotFoundError:
         raise UsageError(f"no checkpoint at {path}") from None
+    except UsageError:  # damaged or refused: the message already names the file
+        raise
     except Exception as exc:  # a truncated or foreign file: say so in one line
         raise UsageError(f"cannot read checkpoint {path}: {type(exc).__name__}") from None
     if not isinstance(state, dict) or state.get("format") != 1:

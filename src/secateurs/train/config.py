@@ -30,6 +30,8 @@ class TrainConfig:
     lr: float = field(default=0.1, metadata={"help": "peak learning rate"})
     momentum: float = field(default=0.9, metadata={"help": "SGD momentum"})
     weight_decay: float = field(default=5e-4, metadata={"help": "weight decay (never on mask parameters)"})
+    decay_bias_norm: bool = field(default=True, metadata={
+        "help": "decay biases and normalisation parameters too (false: only weight matrices and kernels)"})
     lr_schedule: str = field(default="cosine", metadata={"help": "cosine, step, onecycle or constant"})
     warmup_epochs: float = field(default=0.0, metadata={"help": "linear warm-up at the start of each phase"})
     label_smoothing: float = field(default=0.0, metadata={"help": "cross-entropy label smoothing"})
@@ -62,6 +64,8 @@ class TrainConfig:
                                                   or not isinstance(self.bn_recalibration, int)
                                                   or self.bn_recalibration < 0):
             raise UsageError(f"bn_recalibration must be a number of batches >= 0, got {self.bn_recalibration!r}")
+        if not isinstance(self.decay_bias_norm, bool):
+            raise UsageError(f"decay_bias_norm must be true or false, got {self.decay_bias_norm!r}")
         if self.compile not in COMPILE_MODES:
             raise UsageError(f"unknown compile mode {self.compile!r}; known: {', '.join(COMPILE_MODES)}")
 

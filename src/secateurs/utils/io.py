@@ -6,6 +6,7 @@ file secateurs writes goes to a temporary sibling first and is moved into place 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -16,7 +17,23 @@ from typing import Any
 
 import torch
 
-__all__ = ["append_jsonl", "atomic_path", "load_weights_only", "save_json", "save_torch"]
+from secateurs.errors import DamagedFileError, UsageError
+
+__all__ = [
+    "append_jsonl",
+    "atomic_path",
+    "load_safetensors",
+    "load_weights_only",
+    "read_json",
+    "save_json",
+    "save_safetensors",
+    "save_torch",
+    "tensors_digest",
+]
+
+#: Metadata key of the checksum secateurs writes into its safetensors files: safetensors checks the
+#: header's layout but not the bytes of the tensors, so a flipped bit would otherwise load silently.
+DIGEST_KEY = "secateurs.sha256"
 
 
 @contextmanager
@@ -41,8 +58,115 @@ def save_torch(obj: Any, path: str | Path) -> None:
 
 
 def load_weights_only(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
-    """``torch.load`` with ``weights_only=True``: never unpickles arbitrary objects."""
-    return torch.load(path, map_location=map_location, weights_only=True)
+    """``torch.load`` with ``weights_only=True``: never unpickles arbitrary objects.
+
+    Raises:
+        FileNotFoundError: when there is no file.
+        UsageError: the file holds objects other than tensors and plain containers (refused, not run).
+        DamagedFileError: the file is truncated or not a torch file at all.
+    """
+    import pickle
+    import warnings
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's multi-line advice is not for our users
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        what = str(exc).split("Unsupported global:")[-1].split(".")[0].strip() if "Unsupported global" in str(exc) else ""
+        detail = f" ({what})" if what and len(what) < 120 else ""
+        raise UsageError(f"refused to load {path}: it holds Python objects, not only tensors{detail}; "
+                         "secateurs loads weights-only files (a state dict of tensors)") from None
+    except IsADirectoryError:
+        raise UsageError(f"{path} is a directory, not a weights file") from None
+    except (OSError, EOFError, RuntimeError, KeyError, ValueError, IndexError, TypeError) as exc:
+        raise DamagedFileError(f"{path} is damaged or not a torch weights file ({type(exc).__name__})") from None
+
+
+def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over names, dtypes, shapes and bytes of ``tensors`` (in name order)."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+def save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path,
+                     metadata: dict[str, str] | None = None) -> None:
+    """Write tensors as safetensors atomically, with a checksum that :func:`load_safetensors` verifies."""
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    meta = {**(metadata or {}), DIGEST_KEY: tensors_digest(tensors)}
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(_canonical_header(save(tensors, metadata=meta)))
+
+
+def _canonical_header(blob: bytes) -> bytes:
+    """The same safetensors file with its JSON header's keys sorted.
+
+    safetensors keeps the metadata in a hash map, so two saves of the same tensors may order the
+    header differently; sorted, equal runs give byte-identical files (``cmp`` and hashes agree).
+    """
+    n = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8:8 + n])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned, as safetensors writes it
+    return len(text).to_bytes(8, "little") + text + blob[8 + n:]
+
+
+def load_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a safetensors file; a truncated or corrupt one is a :class:`DamagedFileError` naming it.
+
+    Files written by :func:`save_safetensors` carry a checksum of their tensors, verified here.
+
+    Raises:
+        FileNotFoundError: when there is no file.
+    """
+    tensors, _ = read_safetensors(path)
+    return tensors
+
+
+def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and the metadata of a safetensors file (checked like :func:`load_safetensors`)."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = dict(f.metadata() or {})
+            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (a handle, not a dict)
+    except IsADirectoryError:
+        raise UsageError(f"{path} is a directory, not a safetensors file") from None
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DamagedFileError(f"{path} is damaged or not a safetensors file ({first[:160]})") from None
+    expected = metadata.get(DIGEST_KEY)
+    if expected is not None and tensors_digest(tensors) != expected:
+        raise DamagedFileError(f"{path} is damaged: its tensors do not match the checksum written with them")
+    return tensors, metadata
+
+
+def read_json(path: str | Path) -> Any:
+    """Parse a JSON file; a truncated or corrupt one is a :class:`DamagedFileError` naming it.
+
+    Raises:
+        FileNotFoundError: when there is no file (callers say what was expected there).
+    """
+    path = Path(path)
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise DamagedFileError(f"{path} is damaged (not valid JSON); rerun what wrote it") from None
+    except IsADirectoryError:
+        raise DamagedFileError(f"{path} is a directory, not a JSON file") from None
 
 
 def save_json(obj: Any, path: str | Path) -> None:
