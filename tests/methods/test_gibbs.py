@@ -32,6 +32,10 @@ def _attached(make_cnn, granularity="unstructured", epochs=4, seed=0, **kwargs) 
     return method, model
 
 
+#: The reference's schedule: per-epoch β on absolute fields, never a fixed mask.
+PAPER = {"beta_every": "epoch", "beta_scale": "absolute", "anneal_end": 127 / 199, "fix_mask": False}
+
+
 def _masks(model) -> dict[str, GibbsMask]:
     return {n: p for n, p in find_parametrizations(model) if isinstance(p, GibbsMask)}
 
@@ -42,15 +46,85 @@ def _masks(model) -> dict[str, GibbsMask]:
 @pytest.mark.parametrize(("granularity", "low", "high"), [("unstructured", 0.0, 4.0), ("kernel", 0.0, 4.0),
                                                          ("filter", -2.5, 0.0)])
 def test_beta_schedule_reproduces_the_reference_on_its_200_epochs(make_cnn, granularity, low, high):
-    method, _ = _attached(make_cnn, granularity, epochs=200)
+    method, _ = _attached(make_cnn, granularity, epochs=200, **PAPER)
     reference = list(np.logspace(low, high, 128)) + [10**high] * 72  # example.py's GibbsPruningAnnealer
     ours = [method.beta_at(e) for e in range(200)]
     np.testing.assert_allclose(ours, reference, rtol=1e-9)
+    # The per-epoch annealer holds β through each epoch.
+    steps = [method.beta_for_step(s) for s in range(0, 600, 3)]
+    np.testing.assert_allclose(steps, reference, rtol=1e-9)
+
+
+@pytest.mark.parametrize("anneal_end", [0.5, 0.75, 1.0])
+def test_per_step_beta_reaches_its_end_value_at_the_planned_step(make_cnn, anneal_end):
+    method, model = _attached(make_cnn, epochs=4, anneal_end=anneal_end)  # 12 steps
+    planned = round(anneal_end * 12)
+    assert method.anneal_steps == planned
+    betas = [method.beta_for_step(s) for s in range(13)]
+    start, end = method.beta_range
+    assert betas[0] == pytest.approx(start) and betas[planned] == pytest.approx(end)
+    assert all(b < end for b in betas[:planned]) and all(b == pytest.approx(end) for b in betas[planned:])
+    ratios = [b / a for a, b in zip(betas[:planned], betas[1 : planned + 1])]
+    np.testing.assert_allclose(ratios, ratios[0], rtol=1e-9)  # log-spaced, a new value at every step
+    for step in (1, 5, planned):
+        method.on_step(step)
+        for p in _masks(model).values():
+            assert float(p.beta) == pytest.approx(betas[step], rel=1e-6)
+
+
+@pytest.mark.parametrize(("scale", "same"), [("layer", True), ("absolute", False)])
+def test_layer_scale_makes_beta_mean_the_same_whatever_the_weights_scale(make_cnn, scale, same):
+    """Scaling a layer's weights by 10 leaves its keep probabilities unchanged with beta_scale=layer."""
+    method, model = _attached(make_cnn, epochs=3, beta_start=3.0, beta_scale=scale)
+    p = next(iter(_masks(model).values()))
+    w = torch.randn(p.weight_shape, generator=torch.Generator().manual_seed(1)) * 0.05
+    freq = {}
+    for factor in (1.0, 10.0):
+        p.generator = torch.Generator().manual_seed(3)
+        freq[factor] = torch.stack([p.sample(w * factor) for _ in range(200)]).float().mean(0)
+    gap = float((freq[1.0] - freq[10.0]).abs().max())
+    assert (gap < 0.02) if same else (gap > 0.3)
+
+
+def test_pretrained_start_is_inside_the_informative_window(make_cnn):
+    scratch = build_method("gibbs", sparsity=0.9)
+    trained = build_method("gibbs", sparsity=0.9)
+    scratch.attach(make_cnn(0), horizon=Horizon(epochs=3, steps_per_epoch=2))
+    trained.attach(make_cnn(0), horizon=Horizon(epochs=3, steps_per_epoch=2, pretrained=True))
+    assert scratch.beta_for_step(0) == pytest.approx(1.0)
+    assert trained.beta_for_step(0) == pytest.approx(10.0)
+    assert scratch.beta_range[1] == trained.beta_range[1] == pytest.approx(1e3)
+
+
+def test_mask_is_fixed_at_the_anneal_end_and_training_then_uses_it(make_cnn, make_image_batches):
+    method = build_method("gibbs", sparsity=0.7, anneal_end=0.5)
+    model = make_cnn(0)
+    seen: dict[int, dict[str, torch.Tensor]] = {}
+
+    def record(step: int) -> None:
+        seen[step] = {n: p.hard_mask(w).clone() for n, p, w in method._weights()}
+
+    run(method, model, make_image_batches(2), 4, on_step=record)  # 8 steps, fixed after step 4
+    assert method.anneal_steps == 4 and method.fixed
+    for step in range(5, 9):
+        for name, mask in seen[step].items():
+            assert torch.equal(mask, seen[4][name]), (step, name)
+    model.train()
+    for name, p, w in method._weights():
+        assert torch.equal(p(w) != 0, p.granularity.expand(seen[4][name], w.shape) & (w != 0))
+        assert not p.frozen.requires_grad and bool(p.frozen)
+    assert method.hard_masks().sparsity() == pytest.approx(0.7, abs=0.02)
+
+
+def test_paper_mode_never_fixes_the_mask(make_cnn, make_image_batches):
+    method = build_method("gibbs", sparsity=0.7, **PAPER)
+    run(method, make_cnn(0), make_image_batches(2), 3)
+    assert not method.fixed
 
 
 @pytest.mark.parametrize("epochs", [1, 2, 3, 10, 37])
 def test_beta_schedule_is_fitted_to_the_budget(make_cnn, epochs):
-    method, _ = _attached(make_cnn, epochs=epochs, beta_start=2.0, beta_end=500.0)
+    method, _ = _attached(make_cnn, epochs=epochs, beta_start=2.0, beta_end=500.0, anneal_end=127 / 199)
     betas = [method.beta_at(e) for e in range(epochs)]
     assert all(a <= b for a, b in zip(betas, betas[1:]))
     assert betas[-1] == pytest.approx(500.0)
@@ -61,7 +135,7 @@ def test_beta_schedule_is_fitted_to_the_budget(make_cnn, epochs):
 
 
 def test_epoch_start_pushes_beta_into_every_parametrization(make_cnn):
-    method, model = _attached(make_cnn, epochs=5)
+    method, model = _attached(make_cnn, epochs=5, beta_every="epoch")
     for epoch in range(5):
         method.on_epoch_start(epoch)
         for p in _masks(model).values():
@@ -73,13 +147,14 @@ def test_epoch_start_pushes_beta_into_every_parametrization(make_cnn):
 
 def test_unstructured_keep_frequencies_match_the_closed_form(make_cnn):
     method, model = _attached(make_cnn, sparsity=0.6, epochs=3)
-    method.on_epoch_start(1)
+    method.on_step(2)
+    assert 1.0 < float(_masks(model)["conv2.weight"].beta) < 10.0
     model.train()
     conv = model.get_submodule("conv2")
     p = _masks(model)["conv2.weight"]
     w2 = conv.parametrizations.weight.original.detach().square()
     q = torch.quantile(w2.flatten(), 0.6)
-    expected = torch.sigmoid(p.beta * (w2 - q)).double()
+    expected = torch.sigmoid(p.beta * (w2 - q) / w2.mean()).double()  # fields in units of the mean w²
     draws = 1500
     kept = torch.zeros_like(w2, dtype=torch.float64)
     for _ in range(draws):
@@ -128,7 +203,7 @@ def test_kernel_mode_works_on_5x5_kernels():
 @pytest.mark.parametrize("granularity", ["unstructured", "kernel", "filter"])
 @pytest.mark.parametrize("sparsity", [0.3, 0.9])
 def test_final_masks_prune_exactly_p_of_units_per_layer(make_cnn, make_image_batches, granularity, sparsity):
-    method = build_method("gibbs", sparsity=sparsity, granularity=granularity, sweeps=3)
+    method = build_method("gibbs", sparsity=sparsity, granularity=granularity, sweeps=3, fix_mask=False)
     model = make_cnn(0)
     run(method, model, make_image_batches(2), 2)
     gran = parse_granularity(granularity)
@@ -184,7 +259,7 @@ def test_global_scope_shares_one_threshold_and_meets_the_total_exactly(make_cnn,
 
 @pytest.mark.parametrize(
     "kwargs", [{"coupling": -0.1}, {"beta_start": 0.0}, {"beta_end": -1.0}, {"sweeps": 0}, {"anneal_end": 0.0},
-               {"anneal_end": 1.5}],
+               {"anneal_end": 1.5}, {"beta_every": "batch"}, {"beta_scale": "tensor"}],
 )
 def test_bad_options_are_usage_errors(kwargs):
     with pytest.raises(UsageError):
@@ -192,15 +267,15 @@ def test_bad_options_are_usage_errors(kwargs):
 
 
 def test_defaults_follow_the_reference_per_granularity():
-    kernel = build_method("gibbs", sparsity=0.5, granularity="kernel").config
-    filt = build_method("gibbs", sparsity=0.5, granularity="filter").config
+    kernel = build_method("gibbs", sparsity=0.5, granularity="kernel", beta_scale="absolute").config
+    filt = build_method("gibbs", sparsity=0.5, granularity="filter", beta_scale="absolute").config
     assert kernel.resolved_coupling == 0.01 and kernel.beta_range == (1.0, 1e4)
     assert filt.resolved_coupling == 1.0 and filt.beta_range == pytest.approx((10**-2.5, 1.0))
     assert build_method("gibbs", sparsity=0.5, granularity="filter", coupling=0.5).config.resolved_coupling == 0.5
 
 
 def test_epoch_logs_and_report_extras(make_cnn, make_image_batches):
-    method = build_method("gibbs", sparsity=0.7, beta_end=1e6)
+    method = build_method("gibbs", sparsity=0.7, beta_end=1e6, fix_mask=False, anneal_end=0.5)
     model = make_cnn(0)
     run(method, model, make_image_batches(2), 3)
     logs = method.on_epoch_end(2)

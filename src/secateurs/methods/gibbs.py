@@ -5,8 +5,10 @@ Algorithm. Every prunable weight carries a binary spin (keep / prune). At every 
 mask is drawn from the Gibbs distribution ``p(x) ∝ exp(-β H(x; W))`` of the current weights and the
 layer computes with ``W ⊙ mask``; no gradient flows through the mask. The field of weight ``i`` is
 ``b_i = Q - w_i²``, with ``Q`` the p-quantile of the layer's (mean) squared weights per unit, so the
-ground state is magnitude pruning at fraction ``p``. The inverse temperature ``β`` rises once per
-epoch on a log-spaced schedule, moving from DropConnect-like noise to that ground state:
+ground state is magnitude pruning at fraction ``p``. The inverse temperature ``β`` rises on a
+log-spaced schedule (per step by default, per epoch in the paper), moving from DropConnect-like noise
+to that ground state; by default ``β`` multiplies fields measured in units of each layer's mean
+squared weight, and once the anneal ends the ground-state mask is fixed for the rest of the run:
 
 - ``unstructured``: independent spins, ``P(keep_i) = σ(β (w_i² - Q))`` (``N:M``: ``Q`` per block);
 - ``kernel``: ferromagnetic coupling ``c`` inside each 2-D kernel, sampled exactly by a dynamic
@@ -22,11 +24,17 @@ Symbols (paper / reference code -> config field):
 
 =========================  =====================================================================
 ``p``                      ``sparsity`` (per layer; ``scope="global"``: one threshold for all)
-``c``                      ``coupling`` (default 0.01 kernel, 1.0 filter; unused unstructured)
-``β`` range                ``beta_start`` -> ``beta_end`` (default 1 -> 1e4; filter 10^-2.5 -> 1)
-annealing length           ``anneal_end``: fraction of the epochs at which ``β`` reaches ``beta_end``
+``c``                      ``coupling`` (absolute: 0.01 kernel, 1.0 filter; unused unstructured)
+``β`` range                ``beta_start`` -> ``beta_end`` (absolute: 1 -> 1e4; filter 10^-2.5 -> 1)
+annealing length           ``anneal_end``: fraction of the budget at which ``β`` reaches ``beta_end``
+(per-epoch annealer)       ``beta_every="epoch"`` (default ``"step"``)
+(absolute fields)          ``beta_scale="absolute"`` (default ``"layer"``)
+(never fixed)              ``fix_mask=False`` (default: fixed when the anneal ends)
 ``mcmc_steps``             ``sweeps`` (filter mode, default 50)
 =========================  =====================================================================
+
+The paper's behaviour is ``beta_every=epoch beta_scale=absolute anneal_end=0.6382 fix_mask=false``
+(``docs/methods/gibbs.md`` lists why each default differs).
 """
 
 from __future__ import annotations
@@ -91,6 +99,21 @@ _MODES: dict[type[Granularity], _Mode] = {
     Filter: _Mode(_filters, 10**-2.5, 1.0, 1.0),
 }
 
+BETA_EVERY = ("step", "epoch")
+BETA_SCALES = ("layer", "absolute")
+
+#: ``beta_scale="layer"``: fields are in units of the layer's mean squared weight, so one range means
+#: the same in every layer. At β = 1 a weight at the layer's mean square below the threshold keeps
+#: with σ(-1) = 0.27: already informative, not a 50 % drop-connect; at β = 1e3 only weights within
+#: about 0.5 % of that scale of the threshold still flip (the ground state, for practical purposes).
+LAYER_BETA = (1.0, 1e3)
+#: The first β when training starts from a trained model (``prune --from``): near the ground state,
+#: with noise only around the threshold, so the trained weights are not hit by a random mask.
+LAYER_BETA_PRETRAINED = 10.0
+#: ``beta_scale="layer"`` couplings: the pull of a fully aligned neighbourhood (the other colour of a
+#: filter, the rest of a kernel) on one spin, in units of the layer's mean squared weight.
+LAYER_COUPLING = 1.0
+
 
 @dataclass(frozen=True, kw_only=True)
 class GibbsConfig(MethodConfig):
@@ -98,18 +121,32 @@ class GibbsConfig(MethodConfig):
 
     Attributes:
         coupling: Ising coupling ``c`` (kernel: inside a kernel; filter: between the input-channel
-            halves of a filter); ignored by unstructured and N:M.
-        beta_start: inverse temperature of the first epoch.
-        beta_end: final inverse temperature, reached at ``anneal_end`` of the epochs and kept after.
-        anneal_end: fraction of the epoch budget at which ``beta_end`` is reached (the reference's
-            128 of 200 epochs: 127/199).
+            halves of a filter); ignored by unstructured and N:M. With ``beta_scale="layer"`` it is
+            the pull of a fully aligned neighbourhood on one spin in units of the layer's mean
+            squared weight (default 1); with ``"absolute"`` the paper's ``c`` (0.01 kernel, 1 filter).
+        beta_start: inverse temperature at the start (default: 1, or 10 from a trained model, with
+            ``beta_scale="layer"``; the reference's 1 or 10^-2.5 with ``"absolute"``).
+        beta_end: final inverse temperature, reached at ``anneal_end`` of the budget and kept after
+            (default 1e3 with ``"layer"``; the reference's 1e4 or 1 with ``"absolute"``).
+        anneal_end: fraction of the budget at which ``beta_end`` is reached (the reference's 128 of 200
+            epochs is 127/199; default 0.75, so that the last quarter fine-tunes at the fixed mask).
+        beta_every: ``"step"`` (β rises at every optimizer step) or ``"epoch"`` (the reference: a
+            3-epoch run would see only three values of β).
+        beta_scale: ``"layer"``: the fields ``w² - Q`` are divided by the layer's mean squared weight
+            (β means the same in every layer, whatever its scale); ``"absolute"``: the paper's fields.
+        fix_mask: when the anneal ends, fix the ground-state mask (exact top-k of the units' mean
+            squared weights at that moment) and train the rest of the run at it; False keeps
+            sampling at ``beta_end`` (the reference).
         sweeps: chromatic Gibbs sweeps per training step (filter granularity).
     """
 
-    coupling: float | None = field(default=None, metadata={"help": "Ising coupling c (kernel 0.01, filter 1.0)"})
-    beta_start: float | None = field(default=None, metadata={"help": "first-epoch inverse temperature"})
+    coupling: float | None = field(default=None, metadata={"help": "Ising coupling c (kernel/filter)"})
+    beta_start: float | None = field(default=None, metadata={"help": "first inverse temperature"})
     beta_end: float | None = field(default=None, metadata={"help": "final inverse temperature"})
-    anneal_end: float = field(default=127 / 199, metadata={"help": "fraction of epochs to reach beta_end"})
+    anneal_end: float = field(default=0.75, metadata={"help": "fraction of the budget to reach beta_end"})
+    beta_every: str = field(default="step", metadata={"help": "step or epoch (reference)"})
+    beta_scale: str = field(default="layer", metadata={"help": "layer (fields / mean w²) or absolute (reference)"})
+    fix_mask: bool = field(default=True, metadata={"help": "fix the mask when the anneal ends"})
     sweeps: int = field(default=50, metadata={"help": "Gibbs sweeps per step (filter granularity)"})
 
     def __post_init__(self) -> None:
@@ -128,6 +165,10 @@ class GibbsConfig(MethodConfig):
             raise UsageError(f"anneal_end must lie in (0, 1], got {self.anneal_end}")
         if self.sweeps < 1:
             raise UsageError(f"sweeps must be at least 1, got {self.sweeps}")
+        for name, value, known in (("beta_every", self.beta_every, BETA_EVERY),
+                                   ("beta_scale", self.beta_scale, BETA_SCALES)):
+            if value not in known:
+                raise UsageError(f"unknown {name} {value!r}; known: {', '.join(known)}")
 
     @property
     def mode(self) -> _Mode:
@@ -135,43 +176,67 @@ class GibbsConfig(MethodConfig):
         return _MODES[type(self.granularity)]
 
     @property
+    def relative(self) -> bool:
+        """Whether fields are measured in units of each layer's mean squared weight."""
+        return self.beta_scale == "layer"
+
+    @property
     def resolved_coupling(self) -> float:
-        """``coupling``, or the granularity's default."""
-        return self.mode.coupling if self.coupling is None else float(self.coupling)
+        """``coupling``, or the default of the granularity and ``beta_scale``."""
+        if self.coupling is not None:
+            return float(self.coupling)
+        return LAYER_COUPLING if self.relative and self.mode.coupling > 0 else self.mode.coupling
+
+    def beta_range_for(self, pretrained: bool = False) -> tuple[float, float]:
+        """``(beta_start, beta_end)`` with the defaults of the granularity, scale and start filled in."""
+        if self.relative:
+            default_start = LAYER_BETA_PRETRAINED if pretrained else LAYER_BETA[0]
+            default_end = LAYER_BETA[1]
+        else:
+            default_start, default_end = self.mode.beta_start, self.mode.beta_end
+        start = default_start if self.beta_start is None else float(self.beta_start)
+        end = default_end if self.beta_end is None else float(self.beta_end)
+        return start, end
 
     @property
     def beta_range(self) -> tuple[float, float]:
-        """``(beta_start, beta_end)`` with the granularity's defaults filled in."""
-        start = self.mode.beta_start if self.beta_start is None else float(self.beta_start)
-        end = self.mode.beta_end if self.beta_end is None else float(self.beta_end)
-        return start, end
+        """``(beta_start, beta_end)`` when training from scratch."""
+        return self.beta_range_for(pretrained=False)
 
 
 class GibbsMask(MaskParametrization):
     """A weight's Gibbs mask: sampled per training forward pass, deterministic ground state in eval.
 
-    Buffers: ``beta`` (pushed per epoch by the method), ``threshold`` (global scope: the shared
-    ``Q``, pushed by the method) and ``keep_units`` (units kept by the hard mask; per-tensor and
-    global scopes).
+    Buffers: ``beta`` (pushed per step by the method), ``threshold`` (global scope: the shared
+    ``Q``, pushed by the method), ``keep_units`` (units kept by the hard mask; per-tensor and
+    global scopes), ``frozen`` and ``fixed`` (whether the mask is fixed, and the fixed unit mask).
     """
 
     beta: Tensor
     threshold: Tensor
     keep_units: Tensor
+    frozen: Tensor
+    fixed: Tensor
 
-    def __init__(self, config: GibbsConfig, weight_shape: torch.Size, generator: torch.Generator) -> None:
+    def __init__(self, config: GibbsConfig, weight_shape: torch.Size, generator: torch.Generator,
+                 beta: float = 1.0) -> None:
         super().__init__(config.granularity, weight_shape)
         self.sparsity = float(config.sparsity or 0.0)
         self.scope = config.scope
+        self.relative = config.relative
         self.coupling = config.resolved_coupling
+        if self.relative:
+            self.coupling /= _neighbours(config.granularity, weight_shape)
         self.sweeps = config.sweeps
         self.sampler = config.mode.sample
         self.generator = generator
-        units = self.granularity.unit_shape(weight_shape).numel()
+        unit_shape = self.granularity.unit_shape(weight_shape)
         device = generator.device
-        self.register_buffer("beta", torch.tensor(config.beta_range[0], device=device), persistent=False)
+        self.register_buffer("beta", torch.tensor(float(beta), device=device), persistent=False)
         self.register_buffer("threshold", torch.tensor(float("nan"), device=device), persistent=False)
-        self.register_buffer("keep_units", torch.tensor(keep_count(units, self.sparsity), device=device))
+        self.register_buffer("keep_units", torch.tensor(keep_count(unit_shape.numel(), self.sparsity), device=device))
+        self.register_buffer("frozen", torch.zeros((), dtype=torch.bool, device=device))
+        self.register_buffer("fixed", torch.ones(unit_shape, dtype=torch.bool, device=device))
         self.last_keep: Tensor | None = None  # the latest training sample, for diagnostics
 
     def unit_scores(self, weight: Tensor) -> Tensor:
@@ -193,33 +258,71 @@ class GibbsMask(MaskParametrization):
         """Draw a boolean keep mask of the weight's shape from the current Gibbs distribution."""
         squared = weight.detach().float().square()
         q = self.unit_threshold(self.granularity.reduce(squared, how="mean"))
+        if self.relative:
+            # Dividing w² and Q by the layer's mean square divides every field by it: the same β then
+            # means the same sharpness in a layer of small weights as in one of large weights.
+            scale = squared.mean().clamp(min=torch.finfo(torch.float32).tiny)
+            squared, q = squared / scale, q / scale
         return self.sampler(squared, q, self.beta, self.coupling, self.sweeps, self.generator)
 
     @torch.no_grad()
-    def hard_mask(self, weight: Tensor) -> Tensor:
+    def ground_state(self, weight: Tensor) -> Tensor:
+        """The deterministic mask of the current weights: exact top-k of the units' mean squares."""
         scores = self.unit_scores(weight)
         if self.scope == "group":
             return select_per_group(scores, self.granularity, self.sparsity)
         return topk_mask(scores, int(self.keep_units))
 
+    @torch.no_grad()
+    def hard_mask(self, weight: Tensor) -> Tensor:
+        if bool(self.frozen):
+            return self.fixed.clone()
+        return self.ground_state(weight)
+
+    @torch.no_grad()
+    def fix_(self, weight: Tensor) -> None:
+        """Fix the mask at the current ground state; training then uses it instead of samples."""
+        self.fixed.copy_(self.ground_state(weight))
+        self.frozen.fill_(True)
+
     def unit_mask(self, weight: Tensor) -> Tensor:
-        # Only the eval path goes through here; training masks are weight-shaped (see forward).
+        # The eval path, and training once the mask is fixed; samples are weight-shaped (see forward).
         return self.hard_mask(weight)
 
-    def forward(self, weight: Tensor) -> Tensor:
-        if not self.training:
-            return super().forward(weight)
+    def _training_keep(self, weight: Tensor) -> Tensor | None:
+        """A fresh sample while annealing; None once the mask is fixed (the unit mask applies)."""
+        if bool(self.frozen):
+            return None
         keep = self.sample(weight)
         self.last_keep = keep
+        return keep
+
+    def forward(self, weight: Tensor) -> Tensor:
+        keep = self._training_keep(weight) if self.training else None
+        if keep is None:
+            return super().forward(weight)
         return weight * keep.to(weight.dtype)
 
     def channel_gate(self, weight: Tensor) -> Tensor:
         # A coupled group's sample is drawn over its group weight; training masks are weight-shaped.
-        if not self.training:
+        keep = self._training_keep(weight) if self.training else None
+        if keep is None:
             return self.hard_mask(weight).to(weight.dtype)
-        keep = self.sample(weight)
-        self.last_keep = keep
         return keep.to(weight.dtype)
+
+
+def _neighbours(granularity: Granularity, weight_shape: torch.Size) -> float:
+    """Spins that pull on one spin (``beta_scale="layer"`` divides the coupling by it).
+
+    Filter: the other colour (half the weights of a filter); kernel: twice the rest of the kernel
+    (the kernel energy ``-c (Σx)²`` pulls each spin by ``2c`` per aligned neighbour).
+    """
+    per_filter = max(1, weight_shape[1:].numel())
+    if isinstance(granularity, Filter):
+        return float(max(1, per_filter // 2))
+    if isinstance(granularity, Kernel):
+        return float(max(1, 2 * (weight_shape[2:].numel() - 1)))
+    return 1.0
 
 
 @METHODS.register("gibbs", description="masks sampled from an annealed Gibbs distribution (Labach & Valaee)")
@@ -231,7 +334,7 @@ class GibbsPruning(PruningMethod):
     config: GibbsConfig
 
     def make_parametrization(self, target: Target, weight: Tensor) -> MaskParametrization:
-        return GibbsMask(self.config, target.shape, self.generator)
+        return GibbsMask(self.config, target.shape, self.generator, beta=self.beta_for_step(0))
 
     def attach(
         self, model: torch.nn.Module, targets: list[Target] | None = None, horizon: Horizon | None = None,
@@ -240,28 +343,65 @@ class GibbsPruning(PruningMethod):
         super().attach(model, targets, horizon, **kwargs)
         self._refresh_global()  # the shared threshold is valid before the first step
 
+    @property
+    def beta_range(self) -> tuple[float, float]:
+        """``(beta_start, beta_end)`` of this run (the start depends on ``horizon.pretrained``)."""
+        return self.config.beta_range_for(self.horizon.pretrained)
+
     def beta_at(self, epoch: int) -> float:
-        """Inverse temperature of ``epoch``: log-spaced up to ``anneal_end`` of the budget, then flat."""
-        start, end = self.config.beta_range
+        """Per-epoch annealer: log-spaced up to epoch ``round(anneal_end (E - 1))``, then flat."""
+        start, end = self.beta_range
         last = round(self.config.anneal_end * (self.horizon.epochs - 1))
         return end if epoch >= last else exponential(0, last, start, end)(epoch)
+
+    @property
+    def anneal_steps(self) -> int:
+        """The step count after which β stays at ``beta_end`` (and the mask is fixed, with ``fix_mask``)."""
+        if self.config.beta_every == "epoch":
+            return round(self.config.anneal_end * (self.horizon.epochs - 1)) * self.horizon.steps_per_epoch
+        return max(1, round(self.config.anneal_end * self.horizon.total_steps))
+
+    def beta_for_step(self, step: int) -> float:
+        """β of the optimizer step that follows ``step`` steps (a pure function of the step).
+
+        ``beta_every="step"``: log-spaced from ``beta_start`` (step 0) to ``beta_end`` at
+        :attr:`anneal_steps`, flat after; ``"epoch"``: :meth:`beta_at` of the step's epoch.
+        """
+        if self.config.beta_every == "epoch":
+            return self.beta_at(step // self.horizon.steps_per_epoch)
+        start, end = self.beta_range
+        return exponential(0, self.anneal_steps, start, end)(step)
 
     def _masks(self) -> list[GibbsMask]:
         return [p for p in self.parametrizations.values() if isinstance(p, GibbsMask)]
 
-    def on_epoch_start(self, epoch: int) -> None:
-        beta = self.beta_at(epoch)
+    def _advance(self, step: int) -> None:
+        """Push β for the next step; fix the masks once the anneal is over (``fix_mask``)."""
+        beta = self.beta_for_step(step)
         for p in self._masks():
             p.beta.fill_(beta)
+        if self.config.fix_mask and step >= self.anneal_steps and not self.fixed:
+            self._refresh_global()
+            for _, p, weight in self._weights():
+                assert isinstance(p, GibbsMask)
+                p.fix_(weight)
         self._refresh_global()
 
+    @property
+    def fixed(self) -> bool:
+        """Whether the masks are fixed (the anneal is over, with ``fix_mask``)."""
+        return any(bool(p.frozen) for p in self._masks())
+
+    def on_epoch_start(self, epoch: int) -> None:
+        self._advance(epoch * self.horizon.steps_per_epoch)
+
     def on_step(self, step: int) -> None:
-        self._refresh_global()
+        self._advance(step)
 
     @torch.no_grad()
     def _refresh_global(self) -> None:
         """Global scope: one ranking across layers sets each layer's kept count and the shared ``Q``."""
-        if self.config.scope != "global" or self.model is None:
+        if self.config.scope != "global" or self.model is None or self.fixed:
             return
         gran = self.config.granularity
         scores, sizes, masks = {}, {}, {}
@@ -291,7 +431,8 @@ class GibbsPruning(PruningMethod):
         return 1.0 - float(sum(s.sum() for s in samples)) / total
 
     def on_epoch_end(self, epoch: int) -> dict[str, float]:
-        logs = {"gibbs_beta": self.beta_at(epoch)}
+        logs = {"gibbs_beta": self.beta_for_step((epoch + 1) * self.horizon.steps_per_epoch - 1),
+                "gibbs_fixed": float(self.fixed)}
         sampled = self._sampled_sparsity()
         if sampled is not None:
             logs["gibbs_sampled_sparsity"] = sampled
@@ -300,7 +441,8 @@ class GibbsPruning(PruningMethod):
     @torch.no_grad()
     def report_extras(self) -> dict[str, Any]:
         """Final β, and how far the last training sample was from the deterministic final mask."""
-        extras: dict[str, Any] = {"gibbs_final_beta": self.beta_at(self.horizon.epochs - 1)}
+        extras: dict[str, Any] = {"gibbs_final_beta": self.beta_for_step(self.horizon.total_steps - 1),
+                                  "gibbs_fixed_at_step": self.anneal_steps if self.fixed else None}
         sampled = self._sampled_sparsity()
         if sampled is not None:
             self._refresh_global()  # the hard masks below use the current global quota
