@@ -102,7 +102,7 @@ def test_mask_is_fixed_at_the_anneal_end_and_training_then_uses_it(make_cnn, mak
     seen: dict[int, dict[str, torch.Tensor]] = {}
 
     def record(step: int) -> None:
-        seen[step] = {n: p.hard_mask(w).clone() for n, p, w in method._weights()}
+        seen[step] = {n: p.hard_mask(w).clone() for n, p, w in method.weights()}
 
     run(method, model, make_image_batches(2), 4, on_step=record)  # 8 steps, fixed after step 4
     assert method.anneal_steps == 4 and method.fixed
@@ -110,7 +110,7 @@ def test_mask_is_fixed_at_the_anneal_end_and_training_then_uses_it(make_cnn, mak
         for name, mask in seen[step].items():
             assert torch.equal(mask, seen[4][name]), (step, name)
     model.train()
-    for name, p, w in method._weights():
+    for name, p, w in method.weights():
         assert torch.equal(p(w) != 0, p.granularity.expand(seen[4][name], w.shape) & (w != 0))
         assert not p.frozen.requires_grad and bool(p.frozen)
     assert method.hard_masks().sparsity() == pytest.approx(0.7, abs=0.02)

@@ -382,7 +382,7 @@ class GibbsPruning(PruningMethod):
             p.beta.fill_(beta)
         if self.config.fix_mask and step >= self.anneal_steps and not self.fixed:
             self._refresh_global()
-            for _, p, weight in self._weights():
+            for _, p, weight in self.weights():
                 assert isinstance(p, GibbsMask)
                 p.fix_(weight)
         self._refresh_global()
