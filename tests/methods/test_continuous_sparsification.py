@@ -134,8 +134,10 @@ def test_round_reset_paper_and_code_variants(make_cnn):
     ("options", "epochs", "layout"),
     [
         ({}, 4, [("round1+finetune", 4)]),
-        ({"rounds": 2}, 7, [("round1", 2), ("round2+finetune", 5)]),
-        ({"rounds": 2, "finetune_phase": True}, 7, [("round1", 2), ("round2", 3), ("finetune", 2)]),
+        ({"rounds": 2}, 7, [("round1", 1), ("round2+finetune", 6)]),
+        ({"rounds": 2, "finetune_fraction": 0.25}, 7, [("round1", 2), ("round2+finetune", 5)]),
+        ({"rounds": 2, "finetune_phase": True, "finetune_fraction": 0.25}, 7,
+         [("round1", 2), ("round2", 3), ("finetune", 2)]),
         ({"finetune_fraction": 0.0, "rounds": 2}, 4, [("round1", 2), ("round2", 2)]),
         ({"mode": "ticket"}, 9, [("round1", 2), ("round2", 2), ("round3", 2), ("ticket", 3)]),
         ({"mode": "ticket", "rounds": 1}, 3, [("round1", 1), ("ticket", 2)]),
@@ -179,7 +181,7 @@ def test_free_mode_needs_no_sparsity_but_not_with_n_of_m():
 
 
 def test_beta_follows_the_schedule_within_each_round(make_cnn, batches):
-    method = cs(sparsity=0.5, rounds=2, beta_final=50.0, finetune_fraction=0.0)
+    method = cs(sparsity=0.5, rounds=2, beta_final=50.0, finetune_fraction=0.0, harden_fraction=0.0)
     seen: dict[int, float] = {}
     model = make_cnn(0)
 
@@ -212,7 +214,7 @@ def test_scores_train_during_search_and_freeze_afterwards_in_a_finetune_phase(ma
 
 
 def test_fine_tuning_at_the_end_of_the_last_round_keeps_scores_and_learning_rate(make_cnn, batches):
-    method = cs(sparsity=0.6, s0=0.05)  # one phase: 3 epochs of search, 1 of fine-tuning
+    method = cs(sparsity=0.6, s0=0.05, finetune_fraction=0.25)  # one phase: 3 epochs of search, 1 of fine-tuning
     model = make_cnn(0)
     at_fix: list[torch.Tensor] = []
     phases: list[int] = []
@@ -447,3 +449,71 @@ def test_cli_target_and_free_modes(tmp_path, capsys):
     capsys.readouterr()
     assert main(["prune", "--model", "lenet5", *QUICK, "--method", "cs", "--out", str(tmp_path / "none")]) == 2
     assert "sparsity" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- hardening and trained starts
+
+
+def _gates_before_fix(method: ContinuousSparsification, model, batches, epochs: int, **run_kwargs) -> torch.Tensor:
+    """σ(βs) of every unit as the last search step trains with them (β pushed, scores before the fix)."""
+    seen: list[torch.Tensor] = []
+
+    def record(step: int) -> None:
+        if step == method.search_steps - 1:
+            seen.append(torch.cat([torch.sigmoid(g.beta * g.scores.detach()).flatten() for g in gates(method)]))
+
+    run(method, model, batches, epochs, on_step=record, **run_kwargs)
+    assert len(seen) == 1
+    return seen[0]
+
+
+def test_gates_are_hard_at_the_fix_on_a_short_run(make_cnn, batches):
+    method = cs(sparsity=0.8)  # 4 epochs of 3 steps: 6 search steps, the last hardening ones included
+    soft = _gates_before_fix(method, make_cnn(0), batches, 4)
+    assert bool(((soft < 0.01) | (soft > 0.99)).all())
+    # ...whereas the paper's schedule leaves them soft on the same budget (the cause this fixes).
+    paper = _gates_before_fix(cs(sparsity=0.8, harden_fraction=0.0), make_cnn(0), batches, 4)
+    assert float(((paper > 0.1) & (paper < 0.9)).float().mean()) > 0.5
+
+
+def test_hardening_ramp_starts_at_beta_final_and_ends_at_the_fitted_beta(make_cnn):
+    method = cs(sparsity=0.5, finetune_fraction=0.0, harden_fraction=0.5, beta_final=20.0)
+    method.attach(make_cnn(0), horizon=Horizon(4, STEPS))  # 12 search steps, hardening from step 6
+    assert method.hardening_start() == 6
+    for g in gates(method):
+        g.scores.data.uniform_(-0.3, 0.3)
+    assert method.beta_for_step(5) == pytest.approx(20.0)
+    betas = [method.beta_for_step(s) for s in range(6, 12)]
+    assert all(a < b for a, b in zip(betas, betas[1:]))
+    assert betas[-1] == pytest.approx(method.hard_beta())
+    smallest = min(float(g.scores.detach().abs().min()) for g in gates(method))
+    assert method.hard_beta() * smallest >= math.log(99.0)
+
+
+def test_scores_start_from_trained_magnitudes_with_from(make_cnn):
+    method = cs(sparsity=0.6)
+    model = make_cnn(0)
+    method.attach(model, horizon=Horizon(4, STEPS, pretrained=True))
+    assert method.uses_magnitude_init
+    from secateurs.core.selection import select
+
+    for name, gate, weight in method.weights():
+        magnitude = gate.granularity.reduce(weight.detach(), how="l2")
+        expected = select({name: magnitude}, {name: gate.granularity}, {name: gate.weight_shape}, 0.6)[name]
+        assert torch.equal(gate.sign_mask(), expected), name  # the sign mask is the magnitude mask
+        order = magnitude.flatten().argsort()
+        assert bool((gate.scores.detach().flatten()[order].diff() >= 0).all()), name  # ranked like |w|
+    scratch = cs(sparsity=0.6)
+    scratch.attach(make_cnn(0), horizon=Horizon(4, STEPS))
+    assert not scratch.uses_magnitude_init and all(bool((g.scores == 0).all()) for g in gates(scratch))
+    ticket = cs(sparsity=0.6, mode="ticket")
+    ticket.attach(make_cnn(0), horizon=Horizon(4, STEPS, pretrained=True))
+    assert not ticket.uses_magnitude_init  # opt-in in the paper's ticket mode
+
+
+def test_mask_learning_rate_defaults_to_the_paper_on_batchnorm_networks(make_cnn, make_mlp):
+    with_bn, without = cs(sparsity=0.5), cs(sparsity=0.5)
+    with_bn.attach(make_cnn(0), horizon=Horizon(4, STEPS))
+    without.attach(make_mlp(0), horizon=Horizon(4, STEPS))
+    assert with_bn.mask_lr_scale == 1.0 and without.mask_lr_scale == 0.1
+    assert all(g.grad_scale == 1.0 for g in gates(with_bn))

@@ -6,6 +6,11 @@ scores, with the inverse temperature β growing exponentially from 1 to ``beta_f
 round, so the deterministic soft gate approaches the step function ``1[s > 0]``. Between rounds the
 scores are reset with ``s <- min(β_T s, s0)``: removed units stay removed, survivors compete again.
 
+Hardening (not in the paper): the last ``harden_fraction`` of the final round raises β beyond β_T
+to the value fitted to the scores, at which every gate is below 0.01 or above 0.99, so the network
+the search ends with is the one the fix keeps (no one-shot cut). With ``--from`` the scores start
+from the trained weights' magnitudes (``score_init``).
+
 Two modes, each a sequence of phases (a fresh optimizer and learning-rate schedule per phase):
 
 - ``prune``: ``rounds`` search rounds, then fine-tuning of the trained weights at the fixed hard mask
@@ -52,6 +57,15 @@ TARGET_METHODS = ("adapt", "topk")
 LAM_MIN, LAM_MAX = 1e-12, 1.0
 #: The paper's rewind point: epoch 2 of an 85-epoch round.
 PAPER_REWIND = 2.0 / 85.0
+SCORE_INITS = ("auto", "constant", "magnitude")
+#: A gate is hard when σ(βs) is below 0.01 or above 0.99: β|s| >= ln 99.
+HARD_LOGIT = math.log(99.0)
+#: The hardening β never exceeds this (scores closer to 0 than ln 99 / 1e8 stay soft).
+MAX_BETA = 1e8
+#: Magnitude initialisation: scores are the units' standardised distance to the magnitude threshold
+#: times this, so that at β = 1 every gate is σ(±0.02·z) ≈ ½ (the network starts dense) and at
+#: β_T = 200 the trained ranking alone would make them hard; training can still reorder them.
+MAGNITUDE_SCORE_SCALE = 0.02
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,7 +86,14 @@ class CSConfig(MethodConfig):
             released code does (it resets β before the reset, which revives weakly removed units).
         rewind_epoch: ticket mode: the snapshot point in epochs (fractions allowed); default 2/85 of
             the first round (epoch 2 of 85 in the paper).
-        finetune_fraction: prune mode: fraction of the epoch budget for fine-tuning at the final mask.
+        finetune_fraction: prune mode: fraction of the epoch budget for fine-tuning at the final mask
+            (default 0.5: the CPU reruns measured 2-4 points more than at 0.25 on short budgets).
+        harden_fraction: fraction of the final search round over which β rises from β_T to the value
+            at which every gate is hard (below 0.01 or above 0.99); 0 = the paper (β_T at the fix).
+        score_init: ``constant`` (``s0``, the paper), ``magnitude`` (``s0`` plus the units'
+            standardised distance to the magnitude threshold at the first round's goal, so the sign
+            mask starts as the magnitude mask) or ``auto`` (magnitude in prune mode from a trained
+            model, constant otherwise).
         finetune_phase: prune mode: fine-tune in a phase of its own (fresh optimizer, learning rate
             restarted at its peak) instead of at the end of the last round's phase, where the learning
             rate keeps decaying (default; a restart at the peak made LeNet-5 diverge).
@@ -85,8 +106,9 @@ class CSConfig(MethodConfig):
             the overshoot of the integral term.
         adapt_until: fraction of each round after which the tracked sparsity stays at the round's goal.
         mask_lr_scale: the scores' learning rate relative to the weights' (applied as a gradient
-            factor: exact for SGD, no effect under Adam's scale invariance). The paper uses 1; the
-            default 0.1 keeps networks without BatchNorm stable (see the docs).
+            factor: exact for SGD, no effect under Adam's scale invariance). None (default): 1 (the
+            paper) for a network with BatchNorm, 0.1 without, where it keeps training stable (see
+            the docs).
         rescale: divide the gate by σ(s0) so that the network starts exactly dense (the paper's code);
             the factor is folded into the weights when the mask is fixed.
         ticket_rescale: ticket mode: train the ticket behind ``1[s>0]/σ(s0)`` like the released code
@@ -102,13 +124,15 @@ class CSConfig(MethodConfig):
     rounds: int | None = field(default=None, metadata={"help": "search rounds (default 1 prune, 3 ticket)"})
     reset: str = field(default="paper", metadata={"help": "paper: min(β_T s, s0); code: min(s, s0)"})
     rewind_epoch: float | None = field(default=None, metadata={"help": "ticket mode snapshot point, in epochs"})
-    finetune_fraction: float = field(default=0.25, metadata={"help": "prune mode: fraction of epochs fine-tuning"})
+    finetune_fraction: float = field(default=0.5, metadata={"help": "prune mode: fraction of epochs fine-tuning"})
+    harden_fraction: float = field(default=0.2, metadata={"help": "final-round share hardening the gates (0: paper)"})
+    score_init: str = field(default="auto", metadata={"help": "constant, magnitude or auto (magnitude with --from)"})
     finetune_phase: bool = field(default=False, metadata={"help": "fine-tune in a phase of its own (lr restarts)"})
     target_method: str = field(default="adapt", metadata={"help": "adapt (steer λ, then top-k) or topk"})
     adapt_rate: float = field(default=100.0, metadata={"help": "ln λ change per round per unit sparsity error"})
     adapt_p: float = field(default=30.0, metadata={"help": "proportional gain: ln λ change per unit sparsity error"})
     adapt_until: float = field(default=0.5, metadata={"help": "fraction of a round to reach its sparsity goal"})
-    mask_lr_scale: float = field(default=0.1, metadata={"help": "scores' learning rate relative to the weights'"})
+    mask_lr_scale: float | None = field(default=None, metadata={"help": "scores' lr / weights' (1 with BN, else 0.1)"})
     ticket_rescale: bool = field(default=False, metadata={"help": "ticket trains behind 1/σ(s0) as in the code"})
     rescale: bool = field(default=True, metadata={"help": "divide gates by σ(s0) (start exactly dense)"})
 
@@ -126,7 +150,8 @@ class CSConfig(MethodConfig):
 
     def _check_options(self) -> None:
         for name, value, known in (("mode", self.mode, MODES), ("reset", self.reset, RESETS),
-                                   ("target_method", self.target_method, TARGET_METHODS)):
+                                   ("target_method", self.target_method, TARGET_METHODS),
+                                   ("score_init", self.score_init, SCORE_INITS)):
             if value not in known:
                 raise UsageError(f"unknown {name} {value!r}; known: {', '.join(known)}")
         if self.rounds is not None and self.rounds < 1:
@@ -141,8 +166,10 @@ class CSConfig(MethodConfig):
             raise UsageError(f"rewind_epoch must be non-negative, got {self.rewind_epoch}")
         if not 0.0 <= self.adapt_until <= 1.0 or self.adapt_rate < 0 or self.adapt_p < 0:
             raise UsageError("adapt_until must lie in [0, 1], adapt_rate and adapt_p be non-negative")
-        if self.mask_lr_scale <= 0:
+        if self.mask_lr_scale is not None and self.mask_lr_scale <= 0:
             raise UsageError(f"mask_lr_scale must be positive, got {self.mask_lr_scale}")
+        if not 0.0 <= self.harden_fraction < 1.0:
+            raise UsageError(f"harden_fraction must lie in [0, 1), got {self.harden_fraction}")
 
 
 @METHODS.register(
@@ -160,6 +187,7 @@ class ContinuousSparsification(PruningMethod):
         self._snapshot: dict[str, Tensor] = {}
         self._natural: float | None = None  # sign-mask sparsity when the mask was fixed
         self._flipped: float | None = None  # fraction of units the final selection changed
+        self._mask_lr_scale = 0.1  # resolved at attach (needs the model)
 
     # ----------------------------------------------------------------- layout
     @property
@@ -226,14 +254,53 @@ class ContinuousSparsification(PruningMethod):
 
     # ----------------------------------------------------------------- setup
     def attach(self, model: Any, targets: list[Target] | None = None, horizon: Any = None, **kwargs: Any) -> None:
+        scale = self.config.mask_lr_scale
+        if scale is None:
+            has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+            scale = 1.0 if has_bn else 0.1
+        self._mask_lr_scale = float(scale)
         super().attach(model, targets, horizon, **kwargs)
         if self.config.mode == "ticket":
             self.rewind_step()  # validates the rewind point against the budget
+        if self.uses_magnitude_init:
+            self._scores_from_magnitudes()
+
+    @property
+    def uses_magnitude_init(self) -> bool:
+        """Whether the scores start from the weights' magnitudes (``score_init``)."""
+        init = self.config.score_init
+        return init == "magnitude" or (init == "auto" and self.horizon.pretrained and self.config.mode == "prune")
+
+    @property
+    def mask_lr_scale(self) -> float:
+        """The scores' learning rate relative to the weights' in this run."""
+        return self._mask_lr_scale
+
+    @torch.no_grad()
+    def _scores_from_magnitudes(self) -> None:
+        """``s = s0 + 0.02 · (m - τ) / std(m)`` per tensor, signed so that ``1[s > s0]`` is the magnitude mask.
+
+        ``m`` are the units' L2 norms and the kept set is the exact selection at the first round's
+        goal in the configured scope; ``τ`` sits between the tensor's last kept and first removed unit.
+        """
+        magnitudes = {n: self.config.granularity.reduce(w.detach().float(), how="l2") for n, _, w in self.weights()}
+        gates = self.gates()
+        shapes = {n: g.weight_shape for n, g in gates.items()}
+        keep = select(magnitudes, {n: self.config.granularity for n in gates}, shapes, self.round_goal(0),
+                      self.config.scope)
+        for n, g in gates.items():
+            m, k = magnitudes[n], keep[n]
+            low = m[k].min() if bool(k.any()) else m.max()
+            high = m[~k].max() if bool((~k).any()) else m.min()
+            z = (m - 0.5 * (low + high)) / m.std().clamp(min=1e-12) if m.numel() > 1 else torch.zeros_like(m)
+            # At least a hundredth of the scale off zero, on the side the selection put the unit.
+            z = torch.where(k, z.clamp(min=0.01), z.clamp(max=-0.01))
+            g.scores.copy_(self.config.s0 + MAGNITUDE_SCORE_SCALE * z)
 
     def make_parametrization(self, target: Target, weight: Tensor) -> MaskParametrization:
         lam = max(self.config.lam, LAM_MIN) if self._adapting else self.config.lam
         return CSGate(self.config.granularity, target.shape, s0=self.config.s0, lam=lam, rescale=self.config.rescale,
-                      grad_scale=self.config.mask_lr_scale, device=weight.device)
+                      grad_scale=self._mask_lr_scale, device=weight.device)
 
     @property
     def _adapting(self) -> bool:
@@ -257,14 +324,44 @@ class ContinuousSparsification(PruningMethod):
         return [{"params": params, "weight_decay": 0.0}]
 
     # ----------------------------------------------------------------- hooks
+    def hardening_start(self) -> int:
+        """The step from which β rises past β_T towards hard gates (the search's end: none)."""
+        first, end = self._round_bounds()[-1]
+        return end - int(round(self.config.harden_fraction * (end - first)))
+
+    @torch.no_grad()
+    def hard_beta(self) -> float:
+        """β at which every gate is hard: ``ln 99 / min |s|`` (at least β_T, at most 1e8)."""
+        smallest = min((float(g.scores.abs().min()) for g in self.gates().values() if g.scores.numel()),
+                       default=0.0)
+        fitted = HARD_LOGIT / smallest * 1.0001 if smallest > 0 else MAX_BETA
+        return min(max(fitted, self.config.beta_final), MAX_BETA)
+
+    def beta_for_step(self, step: int) -> float | None:
+        """β of the optimizer step that follows ``step`` steps (None outside the search).
+
+        Within a round it rises geometrically from 1 to β_T (the paper); in the final round that
+        rise ends at :meth:`hardening_start`, and β then rises geometrically to :meth:`hard_beta`,
+        reached at the last search step.
+        """
+        bounds = self._round_bounds()
+        for r, (first, end) in enumerate(bounds):
+            if not first <= step < end:
+                continue
+            harden = self.hardening_start() if r == len(bounds) - 1 else end
+            if step < harden or harden <= first:
+                return beta_at(step - first, max(harden, first + 1) - first, self.config.beta_final)
+            t = (step - harden + 1) / (end - harden)
+            beta_t = self.config.beta_final
+            return beta_t * (self.hard_beta() / beta_t) ** t
+        return None
+
     def _set_beta(self, step: int) -> None:
-        """β for the optimizer step that follows ``step`` steps (a pure function of the step)."""
-        for first, end in self._round_bounds():
-            if first <= step < end:
-                beta = beta_at(step - first, end - first, self.config.beta_final)
-                for g in self.gates().values():
-                    g.beta.fill_(beta)
-                return
+        """Push :meth:`beta_for_step` into every gate (a pure function of the step and the scores)."""
+        beta = self.beta_for_step(step)
+        if beta is not None:
+            for g in self.gates().values():
+                g.beta.fill_(beta)
 
     def on_phase_start(self, phase_index: int) -> None:
         if phase_index < self.rounds:
@@ -424,6 +521,8 @@ class ContinuousSparsification(PruningMethod):
                 "rounds": self.rounds,
                 "free": self.config.free,
                 "natural_sparsity": self._natural,
+                "score_init": "magnitude" if self.uses_magnitude_init else "constant",
+                "mask_lr_scale": self._mask_lr_scale,
                 "selection_changed_fraction": self._flipped,
                 "lambda_final": dict(zip(self.gates(), lam, strict=True)),
             }
