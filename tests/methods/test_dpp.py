@@ -281,3 +281,75 @@ def test_cli_prune_with_quant_bits_writes_sizes_plots_export_and_inspect_shows_t
     assert main(["prune", "--model", "lenet5", *quick, "--method", "gmp", "--sparsity", "0.5", "--quant-bits", "4",
                  "--out", str(tmp_path / "gmp")]) == 2
     assert "quant_bits" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- schedule of the masks
+
+
+def test_mask_is_fixed_and_equal_to_the_top_k_of_the_logits_over_the_final_stretch(make_cnn, make_image_batches):
+    method, model = attached(make_cnn, epochs=4, fix_fraction=0.25)  # 12 steps, fixed from step 9
+    assert method.fix_step == 9
+    # Noise falls linearly to 0 over the 3 steps before the fix.
+    assert [method.noise_at(s) for s in (0, 6, 7, 9, 12)] == pytest.approx([0.1, 0.1, 0.1 * 2 / 3, 0.0, 0.0])
+    seen: dict[int, list[torch.Tensor]] = {}
+
+    def record(step: int) -> None:
+        model.train()
+        seen[step] = []
+        for p in method._masks():
+            train_mask = p.unit_mask(None)  # a training-mode draw
+            assert torch.equal(train_mask > 0.5, p.hard_mask(None)), step  # the top-k of the logits
+            seen[step].append(p.logits.detach().clone())
+
+    run(method, model, make_image_batches(STEPS), 4, attach=False,
+        on_step=lambda s: record(s) if method.fixed_at(s) else None)
+    assert sorted(seen) == [9, 10, 11, 12]
+    for step in (10, 11, 12):
+        assert all(torch.equal(a, b) for a, b in zip(seen[step], seen[9]))  # logits frozen, mask fixed
+    assert method.penalty() is None and all(not p.logits.requires_grad for p in method._masks())
+
+
+def test_paper_schedule_samples_to_the_end(make_cnn, make_image_batches):
+    method, model = attached(make_cnn, fix_fraction=0.0)
+    assert method.fix_step is None and method.noise_at(10**6) == pytest.approx(0.1)
+    run(method, model, make_image_batches(STEPS), EPOCHS, attach=False)
+    assert all(p.logits.requires_grad for p in method._masks())
+
+
+@pytest.mark.parametrize(("schedule", "expected"), [("run", 0.25e-3), ("constant", 1e-3)])
+def test_logit_learning_rate_follows_the_runs_schedule(make_cnn, schedule, expected):
+    method, model = attached(make_cnn, logit_lr_schedule=schedule)
+    for p in method._masks():
+        p.logits.grad = torch.ones_like(p.logits)
+    method.lr_scale = 0.25  # what the training loop sets before each step
+    method.on_step(1)
+    assert method._logit_optimizer is not None
+    assert method._logit_optimizer.param_groups[0]["lr"] == pytest.approx(expected)
+
+
+def test_fit_hands_the_learning_rate_multiplier_to_the_method(make_cnn, make_image_batches):
+    from secateurs.train import TrainConfig, fit
+
+    method = build_method("dpp", sparsity=S, metric_samples=0)
+    model = make_cnn(0)
+    loader = _Loader(make_image_batches(STEPS))
+    result = fit(model, loader, config=TrainConfig(epochs=3, lr=0.05), method=method)
+    lrs = [r["dpp_logit_lr"] for r in result.history]
+    assert lrs[0] < 1e-3 and lrs[-1] < lrs[0]  # cosine decay reaches the logits' Adam
+    assert method.lr_scale == pytest.approx(result.history[-1]["lr"] / 0.05)
+
+
+class _Loader:
+    """A list of batches with the ``set_epoch`` the training loop calls."""
+
+    def __init__(self, batches):
+        self.batches = batches
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self):
+        return len(self.batches)
+
+    def set_epoch(self, epoch: int) -> None:
+        pass

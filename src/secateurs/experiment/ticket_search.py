@@ -72,6 +72,7 @@ class _Replica:
         train = self.config.train
         for g in self.optimizer.param_groups:
             g["lr"] = g["base_lr"] * scale
+        self.method.lr_scale = scale
         with autocast_for(x.device, train.amp):
             out = self.model(x)
             loss = nn.functional.cross_entropy(out.float(), y, label_smoothing=train.label_smoothing)

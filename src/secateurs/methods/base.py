@@ -11,6 +11,7 @@ Lifecycle, driven by :func:`secateurs.train.fit` or by a user's own loop::
             method.on_epoch_start(epoch)
             for batch:  loss = task_loss + method.penalty(); ...; optimizer.step()
                         method.on_step(step)               # step = optimizer steps done so far
+                        # (a loop with a learning-rate schedule also sets method.lr_scale first)
             logs = method.on_epoch_end(epoch)
     masks = method.finalize()                              # hard masks baked in, plain state dict
 
@@ -150,6 +151,9 @@ class PruningMethod(ABC):
         self.model: nn.Module | None = None
         self.targets: list[Target] = []
         self.horizon = Horizon(epochs=1, steps_per_epoch=1)
+        #: The run's current learning-rate multiplier (warm-up and decay; 1 = the base rate), set by
+        #: the training loop before each optimizer step, for mask state that a method steps itself.
+        self.lr_scale = 1.0
         #: Where the masks live on the model (one per target, or one per tied channel group).
         self.binder = MaskBinder()
 

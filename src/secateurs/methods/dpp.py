@@ -25,8 +25,14 @@ mu                  ``entropy_weight``          entropy regulariser weight
 tiles               ``tile``                    candidates per tile; k kept per tile
 B                   ``quant_bits``              joint fake quantization of the masked weights
 Adam, lr 1e-3       ``logit_lr``                the logits' own Adam (``logit_optimizer``)
+(constant lr)       ``logit_lr_schedule``       ``run`` (default): times the run's lr multiplier
+(never fixed)       ``fix_fraction``            last share of the run at a fixed top-k (default 0.2)
 (not in the paper)  ``rescale_init``            sqrt(n/k) fan-in correction of the initial weights
 ==================  ==========================  ===================================================
+
+The paper's schedule is ``logit_lr_schedule=constant fix_fraction=0``. By default the Gumbel noise
+falls linearly to 0 over the stretch before the last ``fix_fraction`` of the run, and that last stretch
+trains the weights at the fixed deterministic top-k of the logits (the evaluation mask).
 
 Deviations and their reasons are listed in ``docs/methods/dpp.md``. The grouping and the
 parametrization live in :mod:`secateurs.methods.dpp_layers`; metrics, plots, the integer export and
@@ -95,6 +101,12 @@ class DPPConfig(MethodConfig):
         quant_bits: bits of the joint fake quantization (1 to 16); None = off.
         quant_scale: ``"tensor"`` or ``"channel"`` quantization scales.
         metric_samples: Monte-Carlo draws for the inclusion probabilities logged each epoch.
+        logit_lr_schedule: ``"run"``: the logits' own Adam follows the run's learning-rate multiplier
+            (warm-up and decay, :attr:`PruningMethod.lr_scale`), so the masks settle as the weights'
+            learning rate goes to 0; ``"constant"``: the reference's constant rate.
+        fix_fraction: the last fraction of the run trains at the fixed top-k of the logits (noise
+            0, logits frozen); the noise falls linearly to 0 over an equally long stretch before it.
+            0 = the reference (constant noise, masks sampled to the end).
         rescale_init: multiply each pruned weight by ``sqrt(n / k)`` at attach, so that a neuron
             reading k of n inputs starts with the activation scale its initialiser meant for n
             (the fan-in correction of sparse initialisation); None = on from scratch, off with ``--from``.
@@ -107,6 +119,8 @@ class DPPConfig(MethodConfig):
     entropy_weight: float | None = field(default=None, metadata={"help": "entropy penalty mu"})
     logit_optimizer: str = field(default="adam", metadata={"help": "adam (own) or shared"})
     logit_lr: float | None = field(default=None, metadata={"help": "learning rate of the logits"})
+    logit_lr_schedule: str = field(default="run", metadata={"help": "run (follow the lr schedule) or constant"})
+    fix_fraction: float = field(default=0.2, metadata={"help": "last share of the run at a fixed top-k (0: paper)"})
     logit_init: str = field(default="auto", metadata={"help": "auto, random or magnitude"})
     logit_init_std: float | None = field(default=None, metadata={"help": "spread of the initial logits"})
     relax_order: str = field(default="rank", metadata={"help": "rank or index"})
@@ -129,6 +143,9 @@ class DPPConfig(MethodConfig):
         _one_of("temperature_every", self.temperature_every, ("epoch", "step"))
         _one_of("logit_init", self.logit_init, _LOGIT_INITS)
         _one_of("logit_optimizer", self.logit_optimizer, ("adam", "shared"))
+        _one_of("logit_lr_schedule", self.logit_lr_schedule, ("run", "constant"))
+        if not 0.0 <= self.fix_fraction < 0.5:
+            raise UsageError(f"fix_fraction must lie in [0, 0.5), got {self.fix_fraction}")
         _one_of("relax_order", self.relax_order, RELAX_ORDERS)
         _one_of("weight_groups", self.weight_groups, WEIGHT_GROUPS)
         _one_of("quant_scale", self.quant_scale, QUANT_SCALES)
@@ -174,6 +191,7 @@ class DynamicProbabilisticPruning(PruningMethod):
         self.history: dict[str, list[float]] = {}
         self._exports: dict[str, Any] | None = None
         self._logit_optimizer: torch.optim.Optimizer | None = None
+        self._fixed = False  # the masks are fixed (set by the schedule; a pure function of the step)
 
     def layers(self) -> Iterator[tuple[str, DPPMask, Tensor]]:
         """``(weight name, parametrization, original weight)`` of every pruned layer."""
@@ -207,9 +225,13 @@ class DynamicProbabilisticPruning(PruningMethod):
                 self.grouping(t.shape, t.name)
         super().attach(model, targets, horizon, **kwargs)
         if self.config.logit_optimizer == "adam" and self.mask_parameters():
-            lr = self.config.logit_lr if self.config.logit_lr is not None else _REFERENCE_LOGIT_LR
             # Keras' Adam defaults (the reference's optimizer), including eps = 1e-7.
-            self._logit_optimizer = torch.optim.Adam(self.mask_parameters(), lr=lr, eps=1e-7)
+            self._logit_optimizer = torch.optim.Adam(self.mask_parameters(), lr=self.logit_lr, eps=1e-7)
+
+    @property
+    def logit_lr(self) -> float:
+        """The base learning rate of the logits' own Adam."""
+        return self.config.logit_lr if self.config.logit_lr is not None else _REFERENCE_LOGIT_LR
 
     def supports_coupling(self) -> bool:
         # Joint quantization scales each weight tensor on its own; a group mask spans several.
@@ -226,7 +248,7 @@ class DynamicProbabilisticPruning(PruningMethod):
         if rescale and 0 < k < grouping.n:
             with torch.no_grad():
                 weight.mul_(fan_in_correction(grouping, k))
-        return DPPMask(grouping, k, logits, noise_scale=cfg.noise_scale, relax_order=cfg.relax_order,
+        return DPPMask(grouping, k, logits, noise_scale=self.noise_at(0), relax_order=cfg.relax_order,
                        generator=self.generator, quant=cfg.quant, temperature=self.temperature_at(0, 0))
 
     # ----------------------------------------------------------------- schedule
@@ -237,8 +259,39 @@ class DynamicProbabilisticPruning(PruningMethod):
             return linear(0, self.horizon.total_steps, cfg.temperature_start, cfg.temperature_end)(step)
         return linear(0, max(self.horizon.epochs - 1, 1), cfg.temperature_start, cfg.temperature_end)(epoch)
 
+    @property
+    def fix_step(self) -> int | None:
+        """The step count from which the masks are fixed (None with ``fix_fraction=0``)."""
+        if self.config.fix_fraction == 0:
+            return None
+        total = self.horizon.total_steps
+        return total - max(1, round(self.config.fix_fraction * total))
+
+    def noise_at(self, step: int) -> float:
+        """Gumbel noise scale of the step after ``step`` steps: η, falling linearly to 0 at :attr:`fix_step`."""
+        fix = self.fix_step
+        if fix is None:
+            return self.config.noise_scale
+        stretch = self.horizon.total_steps - fix
+        return linear(fix - stretch, fix, self.config.noise_scale, 0.0)(step)
+
+    def fixed_at(self, step: int) -> bool:
+        """Whether the masks are fixed after ``step`` steps."""
+        return self.fix_step is not None and step >= self.fix_step
+
     def _masks(self) -> list[DPPMask]:
         return [p for p in self.parametrizations.values() if isinstance(p, DPPMask)]
+
+    @torch.no_grad()
+    def _advance(self, step: int) -> None:
+        """Noise for the next step; at the fix the logits freeze (the mask is then their top-k)."""
+        noise, fixed = self.noise_at(step), self.fixed_at(step)
+        for p in self._masks():
+            p.noise_scale = noise
+            if fixed:
+                p.logits.requires_grad_(False)
+                p.logits.grad = None
+        self._fixed = fixed
 
     @torch.no_grad()
     def _push_temperature(self, value: float) -> None:
@@ -247,12 +300,17 @@ class DynamicProbabilisticPruning(PruningMethod):
 
     def on_epoch_start(self, epoch: int) -> None:
         self._push_temperature(self.temperature_at(epoch, epoch * self.horizon.steps_per_epoch))
+        self._advance(epoch * self.horizon.steps_per_epoch)
 
     def on_step(self, step: int) -> None:
-        if self._logit_optimizer is not None:
+        if self._logit_optimizer is not None and not self._fixed:
+            scale = self.lr_scale if self.config.logit_lr_schedule == "run" else 1.0
+            for group in self._logit_optimizer.param_groups:
+                group["lr"] = self.logit_lr * scale
             self._logit_optimizer.step()
             # Clear the logits' gradients here: a user's optimizer may not hold them (no accumulation).
             self._logit_optimizer.zero_grad(set_to_none=True)
+        self._advance(step)
         if self.config.temperature_every == "step":
             self._push_temperature(self.temperature_at(step // self.horizon.steps_per_epoch, step))
 
@@ -260,7 +318,7 @@ class DynamicProbabilisticPruning(PruningMethod):
         mu = self.config.entropy_weight
         mu = default_entropy_weight(self.config.granularity) if mu is None else mu
         masks = self._masks()
-        if mu == 0 or not masks:
+        if mu == 0 or not masks or self._fixed:
             return None
         return mu * torch.stack([p.entropy().sum() for p in masks]).sum()
 
@@ -280,6 +338,11 @@ class DynamicProbabilisticPruning(PruningMethod):
     # ----------------------------------------------------------------- metrics and artifacts
     def on_epoch_end(self, epoch: int) -> dict[str, float]:
         logs = epoch_metrics(self, epoch)
+        last = (epoch + 1) * self.horizon.steps_per_epoch - 1
+        logs["dpp_noise_scale"] = self.noise_at(last)
+        logs["dpp_fixed"] = float(self._fixed)
+        if self._logit_optimizer is not None:
+            logs["dpp_logit_lr"] = float(self._logit_optimizer.param_groups[0]["lr"])
         self.history.setdefault("epoch", []).append(float(epoch + 1))
         for key, value in logs.items():
             self.history.setdefault(key, []).append(value)

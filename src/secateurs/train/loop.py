@@ -99,6 +99,8 @@ def _train_epoch(
         scale = factor(step - phase_step0)
         for g in optimizer.param_groups:
             g["lr"] = g["base_lr"] * scale
+        if method is not None:
+            method.lr_scale = scale
         with autocast_for(device, config.amp):
             out = model(x)
             loss = nn.functional.cross_entropy(out.float(), y, label_smoothing=config.label_smoothing)
