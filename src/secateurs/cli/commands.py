@@ -10,6 +10,7 @@ from typing import Any
 from secateurs.cli.bench_command import bench_arguments, report_arguments, run_bench, run_report
 from secateurs.cli.command import Command
 from secateurs.cli.command import write_out as _out
+from secateurs.cli.estimate_command import ESTIMATE
 from secateurs.cli.run_args import add_run_arguments, run_config_from_args, setting_sources
 from secateurs.cli.shrink_command import SHRINK, add_prunability_arguments, run_prunability
 from secateurs.cli.ticket_search_command import Command as SEARCH_TICKETS
@@ -112,6 +113,7 @@ COMMANDS: dict[str, Command] = {
                      lambda a: _execute(a, True)),
     "inspect": Command("show a run's report and per-layer table", _inspect_args, _inspect_run),
     "shrink": SHRINK,
+    "estimate": ESTIMATE,
     "search-tickets": SEARCH_TICKETS,
     "bench": Command("run a benchmark suite (methods x targets x seeds), resumably", bench_arguments, run_bench),
     "report": Command("tables, plots and an HTML page from a bench directory", report_arguments, run_report),

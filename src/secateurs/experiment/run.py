@@ -123,6 +123,8 @@ def _execute(config: RunConfig, out: Path, *, resume: bool, show_progress: bool,
         load_model_weights(model, state, config.from_checkpoint)
     check_forward(model, config.model, data.input_shape, device)
     targets = config.select_targets(model) if method else None
+    if method is not None:
+        method.bind_data(data)
     channel_groups = channel_groups_for(config, model, data.input_shape, device)
     out.mkdir(parents=True, exist_ok=True)
     config.save(out / CONFIG)

@@ -206,6 +206,11 @@ class PruningMethod(ABC):
         """Create the parametrization (with its mask state) for one target weight."""
 
     # ----------------------------------------------------------------- hooks
+    def bind_data(self, data: DataBundle) -> None:
+        """Called before :meth:`attach` by runs that have a dataset: methods that analyse the network
+        on training images (calibration) or validate between rounds keep what they need (default:
+        nothing)."""
+
     def on_phase_start(self, phase_index: int) -> None:
         """Called before the first epoch of each phase (after the optimizer is built)."""
 
