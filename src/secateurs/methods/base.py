@@ -25,7 +25,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -39,6 +39,9 @@ from secateurs.errors import UsageError
 from secateurs.structured.coupled_masks import SharedGate, TiedGroup
 from secateurs.structured.groups import ChannelGroup
 from secateurs.structured.mask_binder import MaskBinder
+
+if TYPE_CHECKING:
+    from secateurs.data.registry import DataBundle
 
 __all__ = ["Horizon", "MethodConfig", "Phase", "PruningMethod"]
 

@@ -278,7 +278,8 @@ class SingularityPruning(PruningMethod):
 
         def reached(alpha: float) -> bool:
             ks = removal_counts(caps, alpha)
-            return masked_now + sum(k * e.unit.width for k, e in zip(ks, estimates)) >= target * self._target_elements - 1e-9
+            removed = sum(k * e.unit.width for k, e in zip(ks, estimates))
+            return masked_now + removed >= target * self._target_elements - 1e-9
 
         alpha = find_alpha(reached)
         beyond = alpha is None
@@ -303,8 +304,8 @@ class SingularityPruning(PruningMethod):
                  "sparsity_after": self._sparsity(), "layers": layers}
         self.rounds_log.append(entry)
         if beyond and not self.config.exceed_caps:
-            log.warning("singularity: sparsity %.3f is beyond the estimated maximum %.3f in round %d; "
-                        "pruned to the caps", target, entry["sparsity_after"], phase_index + 1)
+            log.warning("singularity: sparsity %.3f is beyond the estimated maximum; round %d pruned to the caps "
+                        "(sparsity %.3f)", target, phase_index + 1, entry["sparsity_after"])
         if all(k == 0 for k in counts):
             self.stopped = "no group has filters left to remove"
 

@@ -182,7 +182,8 @@ def collect_grams(
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     collector = _Collector(units, images.shape[0], positions, generator)
     device = next(model.parameters()).device
-    handles = [model.get_submodule(name).register_forward_pre_hook(collector.hook(name)) for name in collector.by_module]
+    handles = [model.get_submodule(name).register_forward_pre_hook(collector.hook(name))
+               for name in collector.by_module]
     was_training = model.training
     model.eval()
     try:

@@ -57,8 +57,10 @@ def render_estimate(estimate: NetworkEstimate, checks: list[TargetCheck] = ()) -
                      f"{e.rate:>8.3f} {e.energy_kept:>7.4f}")
     lines.append("")
     lines.append("maximum network redundancy (the model `shrink` would deliver, every group at r filters):")
-    lines.append(f"  params {estimate.params_dense:,} -> {estimate.params_max:,}  (-{100 * estimate.max_params_reduction:.1f}%)")
-    lines.append(f"  MACs   {estimate.macs_dense:,} -> {estimate.macs_max:,}  (-{100 * estimate.max_macs_reduction:.1f}%)")
+    lines.append(f"  params {estimate.params_dense:,} -> {estimate.params_max:,}  "
+                 f"(-{100 * estimate.max_params_reduction:.1f}%)")
+    lines.append(f"  MACs   {estimate.macs_dense:,} -> {estimate.macs_max:,}  "
+                 f"(-{100 * estimate.max_macs_reduction:.1f}%)")
     lines.append(f"  sparsity of the pruned weights (--sparsity): {estimate.max_sparsity:.4f}")
     for root, why in estimate.skipped.items():
         lines.append(f"not analysed: {root} ({why})")

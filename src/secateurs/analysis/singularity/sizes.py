@@ -42,7 +42,8 @@ class ShrunkSize:
         finally:
             model.train(was_training)
         self.macs_dense = macs.dense
-        self.layer_macs = [(f"{layer.name}.weight" if layer.name else "weight", layer.dense) for layer in macs.per_layer]
+        self.layer_macs = [(f"{layer.name}.weight" if layer.name else "weight", layer.dense)
+                           for layer in macs.per_layer]
         # (unit, param, dim, positions per channel) for every member of every unit.
         self.members = [
             (u, m.param, m.dim, len(m.index) // unit.channels)
