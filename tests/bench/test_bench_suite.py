@@ -50,8 +50,8 @@ def test_method_options_apply_only_to_their_method():
     s = parse_suite(suite(method_options={"lottery": {"rounds": 2}},
                           grid={"model": "mlp", "method": ["lottery", "gmp"], "sparsity": 0.5}))
     by_method = {c.method: c.config.method_options for c in s.cells}
-    assert by_method["lottery"]["rounds"] == 2
-    assert "rounds" not in by_method["gmp"]
+    assert by_method["lottery"].rounds == 2
+    assert not hasattr(by_method["gmp"], "rounds")
 
 
 def test_pretrain_cells_come_first_and_every_cell_starts_from_its_own():

@@ -46,7 +46,7 @@ def test_outputs_and_costs(tmp_path):
 def test_a_replica_equals_a_standalone_ticket_run(tmp_path):
     """The shared pass changes nothing for a replica: same masks and accuracy as its own `prune` run."""
     result = search_tickets(base(), "s0", [0.05, 0.0], tmp_path / "search")
-    cfg = replica_configs(ts.replace(base(), method_options={**base().method_options, "mode": "ticket"}),
+    cfg = replica_configs(base().with_method_options(mode="ticket"),
                           "s0", [0.0])[0]
     report = execute(cfg, tmp_path / "alone")
     alone = MaskSet.load(tmp_path / "alone" / "masks.safetensors")

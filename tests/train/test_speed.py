@@ -59,5 +59,5 @@ def test_compiled_forward_trains_the_same_model_and_sees_mask_updates():
 
 
 def test_unknown_compile_mode_is_a_usage_error():
-    with pytest.raises(UsageError, match="compile mode"):
+    with pytest.raises(UsageError, match="compile must be one of off, default"):
         TrainConfig(compile="fastest")

@@ -52,7 +52,7 @@ def declared_options(config: RunConfig) -> dict[str, Any]:
     if config.method is None:
         return {}
     resolved = config.method_config().to_dict()
-    return {k: resolved[k] for k in sorted(config.method_options)}
+    return {k: resolved[k] for k in sorted(config.declared_options) if k in resolved}
 
 
 def _without_defaults(values: dict[str, Any]) -> dict[str, Any]:

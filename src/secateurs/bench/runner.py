@@ -154,18 +154,18 @@ def _resolve(cell: Cell, ctx: _Context) -> RunConfig:
     config = cell.config.with_overrides(**changes) if changes else cell.config
     if cell.target_kind == "macs" and config.couples_channels:
         assert cell.target_value is not None
-        key = ("shrunk", config.model, config.data, config.include, config.exclude, config.method_options.get("scope"),
+        key = ("shrunk", config.model, config.data, config.include, config.exclude, config.method_config().scope,
                cell.target_value)
         if key not in ctx.shrunk_sparsity:
             ctx.shrunk_sparsity[key] = sparsity_for_shrunk_macs(config, cell.target_value)
-        config = config.with_overrides(method_options={**config.method_options, "sparsity": ctx.shrunk_sparsity[key]})
+        config = config.with_method_options(sparsity=ctx.shrunk_sparsity[key])
     elif cell.target_kind == "macs":
         assert cell.target_value is not None
         key = (config.model, config.data, config.data_dir, config.include, config.exclude, config.limit_train)
         if key not in ctx.macs_splits:
             ctx.macs_splits[key] = measure_macs_split(config)
         sparsity = sparsity_for_macs(ctx.macs_splits[key], cell.target_value, scope=cell.scope or "tensor")
-        config = config.with_overrides(method_options={**config.method_options, "sparsity": sparsity})
+        config = config.with_method_options(sparsity=sparsity)
     return config
 
 

@@ -7,15 +7,15 @@ method's typed config, so a misspelt key is an error that lists the valid ones.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from secateurs.config_validation import ConfigValueError, parse_yaml_value
 from secateurs.errors import UsageError
 from secateurs.experiment.config import RunConfig, load_recipe
 
-__all__ = ["add_run_arguments", "run_config_from_args", "setting_sources"]
+__all__ = ["add_run_arguments", "parse_option", "run_config_from_args", "setting_sources"]
 
 # flag destination -> (section of the recipe, key); section None = top level
 _TRAIN_FLAGS = {
@@ -65,15 +65,25 @@ def add_run_arguments(p: argparse.ArgumentParser, *, pruning: bool) -> None:
                             "method's own generator only")
 
 
-def _parse_option(text: str) -> tuple[str, Any]:
+def parse_option(text: str) -> tuple[str, Any]:
+    """``"rounds=4"`` -> ``("rounds", 4)``: the value read as YAML reads it (numbers, true/false), else text.
+
+    Types and ranges are checked by the method's config, like any other source of options.
+    """
     key, sep, value = text.partition("=")
+    key = key.strip()
     if not sep or not key:
         raise UsageError(f"method options are KEY=VALUE, got {text!r}")
-    try:
-        parsed = yaml.safe_load(value)
-    except yaml.YAMLError:
-        parsed = value
-    return key.strip().replace("-", "_"), parsed
+    return key.replace("-", "_"), parse_yaml_value(value.strip())
+
+
+def _section(value: Any, key: str) -> dict[str, Any]:
+    """A recipe section that must be a mapping (``train``, ``method_options``); absent -> empty."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigValueError(key, value, f"a mapping of {key} settings")
+    return dict(value)
 
 
 def run_config_from_args(args: argparse.Namespace, *, pruning: bool) -> RunConfig:
@@ -82,10 +92,9 @@ def run_config_from_args(args: argparse.Namespace, *, pruning: bool) -> RunConfi
     saved = Path(args.out) / "config.yaml"
     if args.resume and saved.exists():
         return RunConfig.from_dict(load_recipe(saved))
-    raw: dict[str, Any] = load_recipe(args.config) if args.config else {}
-    raw = dict(raw)
-    train = dict(raw.pop("train", None) or {})
-    options = dict(raw.pop("method_options", None) or {})
+    raw: dict[str, Any] = dict(load_recipe(args.config)) if args.config else {}
+    train = _section(raw.pop("train", None), "train")
+    options = _section(raw.pop("method_options", None), "method_options")
     for name in _TOP_FLAGS:
         if name in given:
             raw[name] = given[name]
@@ -103,7 +112,7 @@ def run_config_from_args(args: argparse.Namespace, *, pruning: bool) -> RunConfi
             if name in given:
                 options[name] = given[name]
         for text in given.get("option", []):
-            key, value = _parse_option(text)
+            key, value = parse_option(text)
             options[key] = value
         if not raw.get("method"):
             raise UsageError("prune needs a method (--method NAME; see `secateurs list methods`)")
@@ -139,5 +148,5 @@ def setting_sources(args: argparse.Namespace, *, pruning: bool) -> dict[str, str
     if pruning:
         sources.update({f"method_options.{name}": "flag" for name in _METHOD_FLAGS if name in given})
         for text in given.get("option", []):
-            sources[f"method_options.{_parse_option(text)[0]}"] = "-o"
+            sources[f"method_options.{parse_option(text)[0]}"] = "-o"
     return sources

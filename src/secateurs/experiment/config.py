@@ -6,13 +6,17 @@ the run directory keeps the resolved one as ``config.yaml``. Unknown keys are er
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from torch import nn
 
+from secateurs.config_validation import ConfigValueError, build_config, validate_fields, yaml_load
 from secateurs.core.granularity import Filter
 from secateurs.core.targets import Target, select_targets
 from secateurs.errors import UsageError
@@ -22,16 +26,31 @@ from secateurs.train.config import TrainConfig
 __all__ = ["RunConfig", "load_recipe"]
 
 
+def _path_text(value: Any) -> str:
+    """Paths may come as ``pathlib.Path`` from Python; the config keeps text."""
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)  # type: ignore[return-value]
+    raise ConfigValueError("", value, "a path (a string)")
+
+
+def _path(help_text: str) -> Any:
+    return field(default=None, metadata={"help": help_text, "parse": _path_text})
+
+
 @dataclass(frozen=True, kw_only=True)
 class RunConfig:
     """A run: model, data, optional pruning method and training budget.
 
+    Every field is checked on construction against its type and the range in its metadata
+    (:mod:`secateurs.config_validation`), whatever built it: flags, a recipe, a suite or Python.
+
     Attributes:
         model: model registry name (``secateurs list models``).
         data: dataset registry name (``secateurs list datasets``).
-        method: pruning method name, or None for dense training.
-        method_options: the method's config fields (sparsity, granularity, scope, seed and its own).
-        train: optimizer, learning rate, epochs.
+        method: pruning method name, or None for dense training (an alias becomes the canonical name).
+        method_options: the method's typed config (its ``Config`` class: sparsity, granularity,
+            scope, seed and its own settings). A mapping is accepted and built into it once, here.
+        train: optimizer, learning rate, epochs (a mapping is accepted).
         seed: the one seed of the run: data order, augmentation, model initialisation and the method's
             own generator (unless ``method_options`` sets ``seed``, an explicit override).
         deterministic: ask torch for deterministic algorithms (and cuDNN's deterministic settings);
@@ -44,62 +63,94 @@ class RunConfig:
         limit_train / limit_test: use only this many samples (quick runs and tests).
         augment: training augmentation (random crop, flip where it makes sense).
         download: fetch missing datasets with torchvision (needs internet and torchvision).
+        declared_options: bookkeeping, not a setting: the method options given explicitly (the
+            rest are the method's defaults), so a benchmark cell's identity follows what its suite
+            declared. Filled in from ``method_options``; never written to ``config.yaml``.
     """
 
-    model: str
-    data: str
-    method: str | None = None
-    method_options: dict[str, Any] = field(default_factory=dict)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    seed: int = 0
-    deterministic: bool = False
-    device: str = "auto"
-    from_checkpoint: str | None = None
-    include: tuple[str, ...] = ()
-    exclude: tuple[str, ...] = ()
-    data_dir: str | None = None
-    val_fraction: float = 0.0
-    limit_train: int | None = None
-    limit_test: int | None = None
-    augment: bool = True
-    download: bool = False
+    model: str = field(metadata={"help": "model registry name (secateurs list models)"})
+    data: str = field(metadata={"help": "dataset registry name (secateurs list datasets)"})
+    method: str | None = field(default=None, metadata={"help": "pruning method; null trains densely"})
+    method_options: MethodConfig | None = field(default=None, metadata={
+        "help": "the method's options (secateurs list methods NAME)", "allowed": "a mapping of the method's options"})
+    train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "training settings"})
+    seed: int = field(default=0, metadata={
+        "help": "the one seed of the run: initialisation, data order, augmentation, the method's sampler", "ge": 0})
+    deterministic: bool = field(default=False, metadata={"help": "deterministic torch algorithms and cuDNN settings"})
+    device: str = field(default="auto", metadata={"help": "cpu, cuda, cuda:N or auto"})
+    from_checkpoint: str | None = _path("start from a trained run directory or weights file")
+    include: tuple[str, ...] = field(default=(), metadata={"help": "globs of weight names to prune"})
+    exclude: tuple[str, ...] = field(default=(), metadata={"help": "globs of weight names to keep dense"})
+    data_dir: str | None = _path("where to look for dataset files first")
+    val_fraction: float = field(default=0.0, metadata={"help": "validation split carved from train",
+                                                       "ge": 0.0, "lt": 1.0})
+    limit_train: int | None = field(default=None, metadata={"help": "use only this many training samples", "ge": 1})
+    limit_test: int | None = field(default=None, metadata={"help": "use only this many test samples", "ge": 1})
+    augment: bool = field(default=True, metadata={"help": "training augmentation"})
+    download: bool = field(default=False, metadata={"help": "download a missing dataset with torchvision"})
+    declared_options: frozenset[str] = field(default=frozenset(), compare=False, repr=False,
+                                             metadata={"internal": True})
 
     def __post_init__(self) -> None:
+        validate_fields(self, skip=("method_options",))
+        for key in ("model", "data"):
+            if not getattr(self, key).strip():
+                raise UsageError(f"the run needs a {key} (--{key} NAME)")
+        _check_device(self.device)
         if self.method is not None:
             object.__setattr__(self, "method", METHODS.canonical(self.method))
-            self.method_config()  # validates the options now, not after the data has loaded
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise UsageError(f"val_fraction must lie in [0, 1), got {self.val_fraction}")
-        object.__setattr__(self, "include", tuple(self.include))
-        object.__setattr__(self, "exclude", tuple(self.exclude))
+        typed, declared = self._typed_method_options()
+        object.__setattr__(self, "method_options", typed)
+        object.__setattr__(self, "declared_options", frozenset(declared))
+        # What the method runs with: the run's seed where the options set none (one seed for everything).
+        object.__setattr__(self, "_resolved_method", typed.with_run_seed(self.seed) if typed is not None else None)
+
+    def _typed_method_options(self) -> tuple[MethodConfig | None, set[str]]:
+        """The method options as the method's config (built once, here) and the names given explicitly."""
+        options: Any = self.method_options
+        declared = set(self.declared_options)
+        if self.method is None:
+            if options is None or (isinstance(options, Mapping) and not options):
+                return None, set()
+            raise UsageError("method_options are set, but the run has no method (prune with --method NAME)")
+        cls = METHODS.get(self.method).Config
+        if options is None:
+            options = {}
+        if isinstance(options, Mapping):
+            known = [f.name for f in fields(cls)]
+            unknown = sorted(str(k) for k in options if k not in known)
+            if unknown:
+                raise UsageError(f"method {self.method} has no option {unknown[0]!r}; options: {', '.join(known)}")
+            return build_config(cls, options, where="method_options"), declared | {str(k) for k in options}
+        if not isinstance(options, cls):
+            raise ConfigValueError("method_options", options, f"a mapping of {self.method} options or a {cls.__name__}")
+        if not declared:  # a typed config from Python: what differs from the defaults counts as given
+            defaults = cls.__dataclass_fields__
+            declared = {f.name for f in fields(options) if getattr(options, f.name) != defaults[f.name].default}
+        return options, declared
 
     def method_config(self) -> MethodConfig:
-        """The method's typed config built from ``method_options`` (UsageError on unknown keys)."""
-        if self.method is None:
+        """The method's typed config as the method runs it (the run's seed filled in where the
+        options set none); UsageError for a dense run."""
+        resolved: MethodConfig | None = self.__dict__["_resolved_method"]
+        if resolved is None:
             raise UsageError("this run has no pruning method")
-        cls = METHODS.get(self.method).Config
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(self.method_options) - known)
-        if unknown:
-            raise UsageError(f"method {self.method} has no option {unknown[0]!r}; options: {', '.join(sorted(known))}")
-        try:
-            return cls(**self.method_options).with_run_seed(self.seed)
-        except TypeError as exc:
-            raise UsageError(f"bad options for method {self.method}: {exc}") from None
+        return resolved
 
-    def build_method(self) -> PruningMethod:
-        """The run's pruning method, seeded by the run's seed unless its options set their own."""
-        config = self.method_config()  # UsageError for a dense run
-        return METHODS.get(str(self.method))(config)
+    def build_method(self) -> PruningMethod | None:
+        """A fresh method object for this run, or None for dense training."""
+        if self.method is None or self.method_options is None:
+            return None
+        return METHODS.get(self.method)(self.method_config())
 
     @property
     def couples_channels(self) -> bool:
         """Whether the method prunes filters by coupled channel groups (filter granularity, ``coupled``)."""
-        if self.method is None:
+        if self.method is None or self.method_options is None:
             return False
         cfg = self.method_config()
         # The method may decline (DPP with joint quantization keeps one scale per tensor).
-        return isinstance(cfg.granularity, Filter) and cfg.coupled and METHODS.get(self.method)(cfg).supports_coupling()
+        return isinstance(cfg.granularity, Filter) and cfg.coupled and METHODS.get(self.method).supports_coupling(cfg)
 
     def select_targets(self, model: nn.Module) -> list[Target]:
         """The run's target weights: the default choice (with the stem when channel groups are
@@ -109,35 +160,47 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values for ``config.yaml`` (method options resolved to the full config)."""
-        out = asdict(self)
-        out["include"], out["exclude"] = list(self.include), list(self.exclude)
-        if self.method is not None:
-            out["method_options"] = self.method_config().to_dict()
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            if f.metadata.get("internal"):
+                continue
+            value = getattr(self, f.name)
+            if f.name == "train":
+                value = self.train.to_dict()
+            elif f.name == "method_options":
+                value = self.method_config().to_dict() if self.method_options is not None else {}
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
         return out
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> RunConfig:
-        """Build from a mapping such as a recipe file; unknown keys raise UsageError."""
-        raw = dict(raw)
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(raw) - known)
+    def from_dict(cls, raw: Any) -> RunConfig:
+        """Build from a mapping such as a recipe file; unknown keys and bad values raise UsageError."""
+        if not isinstance(raw, Mapping):
+            raise ConfigValueError("the config", raw, "a mapping of run settings")
+        known = [f.name for f in fields(cls) if not f.metadata.get("internal")]
+        unknown = sorted(str(k) for k in raw if k not in known)
         if unknown:
             raise UsageError(f"unknown config key {unknown[0]!r}; known: {', '.join(sorted(known))}")
-        train_raw = raw.pop("train", None) or {}
-        if not isinstance(train_raw, dict):
-            raise UsageError("config key 'train' must be a mapping")
-        train_known = {f.name for f in fields(TrainConfig)}
-        bad = sorted(set(train_raw) - train_known)
-        if bad:
-            raise UsageError(f"unknown train option {bad[0]!r}; known: {', '.join(sorted(train_known))}")
         for key in ("model", "data"):
             if not raw.get(key):
                 raise UsageError(f"the run needs a {key} (--{key} NAME)")
-        return cls(train=TrainConfig(**train_raw), **raw)
+        return build_config(cls, {k: v for k, v in raw.items() if not (k == "train" and v is None)})
 
     def with_overrides(self, **changes: Any) -> RunConfig:
         """A copy with some fields replaced (validated again)."""
         return replace(self, **changes)
+
+    def with_method_options(self, **changes: Any) -> RunConfig:
+        """A copy whose method options change as given (validated again; they count as given)."""
+        current = self.method_config()
+        cls = type(current)
+        unknown = sorted(set(changes) - {f.name for f in fields(cls)})
+        if unknown:
+            raise UsageError(f"method {self.method} has no option {unknown[0]!r}")
+        typed = build_config(cls, {**current.to_dict(), **changes}, where="method_options")
+        return replace(self, method_options=typed, declared_options=self.declared_options | set(changes))
 
     def save(self, path: str | Path) -> None:
         """Write ``config.yaml`` atomically."""
@@ -147,12 +210,28 @@ class RunConfig:
             tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
+def _check_device(name: str) -> None:
+    """A device string torch understands, or ``auto`` (whether it is present is checked at run time)."""
+    if name == "auto":
+        return
+    try:
+        torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigValueError("device", name, "cpu, cuda, cuda:N, mps or auto") from None
+
+
 def load_recipe(path: str | Path) -> dict[str, Any]:
     """Read a recipe YAML file as a mapping (UsageError when missing or malformed)."""
     try:
-        data = yaml.safe_load(Path(path).read_text())
+        data = yaml_load(Path(path).read_text())
     except FileNotFoundError:
         raise UsageError(f"no config file at {path}") from None
+    except IsADirectoryError:
+        raise UsageError(f"{path} is a directory, not a config file") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path} is not a text (YAML) file") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
         raise UsageError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     if data is None:

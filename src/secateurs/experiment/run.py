@@ -107,7 +107,7 @@ def _execute(config: RunConfig, out: Path, *, resume: bool, show_progress: bool,
         return read_json(out / REPORT)
     _guard_run_dir(out, resume)
     device = resolve_device(config.device)
-    method = config.build_method() if config.method else None
+    method = config.build_method()
     data = build_data(
         config.data, data_dir=config.data_dir, batch_size=config.train.batch_size, val_fraction=config.val_fraction,
         augment=config.augment, seed=config.seed, device=device, download=config.download,
@@ -131,7 +131,7 @@ def _execute(config: RunConfig, out: Path, *, resume: bool, show_progress: bool,
     record = start_record(out, config.to_dict(), origin, device=device, deterministic=config.deterministic,
                           data_files=data.files, data_generator=data.generator,
                           from_checkpoint=config.from_checkpoint, resume=resume,
-                          given_options=tuple(config.method_options))
+                          given_options=tuple(sorted(config.declared_options)))
     eval_loader = data.val if data.val is not None else data.test
     result = fit(
         model, data.train, config=config.train, method=method, targets=targets, eval_loader=eval_loader,

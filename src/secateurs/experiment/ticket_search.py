@@ -52,10 +52,8 @@ def replica_configs(base: RunConfig, vary: str, values: Sequence[Any]) -> list[R
         raise UsageError("give at least one value to search over (--values)")
     out = []
     for value in values:
-        options = {**base.method_options, vary: value}
-        if vary == "sparsity":
-            options["free"] = False
-        out.append(replace(base, method_options=options))
+        options = {vary: value, **({"free": False} if vary == "sparsity" else {})}
+        out.append(base.with_method_options(**options))
     return out
 
 
@@ -128,7 +126,7 @@ def search_tickets(
     """
     if imp not in ("compute", "measure", "none"):
         raise UsageError(f"imp must be compute, measure or none, got {imp!r}")
-    base = replace(base, method_options={**base.method_options, "mode": "ticket"})
+    base = base.with_method_options(mode="ticket")
     configs = replica_configs(base, vary, values)
     out = Path(out)
     if not resume and (out / STATE).exists():
@@ -163,6 +161,7 @@ def _build_replicas(configs: list[RunConfig], data: Any, device: torch.device) -
             load_model_weights(model, state, cfg.from_checkpoint)
         check_forward(model, cfg.model, data.input_shape, device)
         method = cfg.build_method()
+        assert method is not None  # replica configs always carry the method
         method.attach(model, cfg.select_targets(model), horizon,
                       channel_groups=channel_groups_for(cfg, model, data.input_shape, device))
         replicas.append(_Replica(cfg, model, method))

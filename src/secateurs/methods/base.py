@@ -20,7 +20,6 @@ All randomness comes from ``self.generator`` (seeded from the config, saved in `
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -35,6 +34,7 @@ from secateurs.core.masks import MaskSet
 from secateurs.core.parametrize import MaskParametrization
 from secateurs.core.selection import SCOPES
 from secateurs.core.targets import Target, select_targets
+from secateurs.config_validation import validate_fields
 from secateurs.errors import UsageError
 from secateurs.structured.coupled_masks import SharedGate, TiedGroup
 from secateurs.structured.groups import ChannelGroup
@@ -93,22 +93,23 @@ class MethodConfig:
             mask per layer.
     """
 
-    sparsity: float | None = field(default=None, metadata={"help": "fraction of weights removed, in [0, 1)"})
-    granularity: Granularity = field(default="unstructured", metadata={"help": "unstructured, kernel, filter or N:M"})  # type: ignore[assignment]
-    scope: str = field(default="tensor", metadata={"help": "tensor, global or group quota"})
+    sparsity: float | None = field(default=None, metadata={
+        "help": "fraction of weights removed, in [0, 1)", "ge": 0.0, "lt": 1.0})
+    granularity: Granularity = field(default="unstructured", metadata={  # type: ignore[assignment]
+        "help": "unstructured, kernel, filter or N:M", "parse": parse_granularity})
+    scope: str = field(default="tensor", metadata={"help": "tensor, global or group quota", "choices": SCOPES})
     seed: int | None = field(default=None, metadata={
-        "help": "seed of the method's random generator; unset = the run's --seed (setting it overrides that)"})
+        "help": "seed of the method's random generator; unset = the run's --seed (setting it overrides that)",
+        "ge": 0})
     coupled: bool = field(default=True, metadata={"help": "filter granularity: prune coupled channel groups together"})
 
     def __post_init__(self) -> None:
-        for f in fields(self):  # switches given as text (-o free=maybe) must not pass as "truthy"
-            if f.type in ("bool", bool) and not isinstance(getattr(self, f.name), bool):
-                raise UsageError(f"option {f.name} must be true or false, got {getattr(self, f.name)!r}")
-            if isinstance(value := getattr(self, f.name), float) and not math.isfinite(value):
-                raise UsageError(f"option {f.name} must be a finite number, got {value}")  # NaN passes range checks
-        gran = parse_granularity(self.granularity)
-        object.__setattr__(self, "granularity", gran)
+        # Types and declared ranges of every field (subclasses' too), from the fields themselves.
+        validate_fields(self)
+        gran = self.granularity
         if gran.fixed_density is not None:
+            if gran.fixed_density >= 1.0:
+                raise UsageError(f"granularity {gran} keeps every weight; N:M needs N < M (e.g. 2:4)")
             implied = 1.0 - gran.fixed_density
             if self.sparsity is not None and abs(self.sparsity - implied) > 1e-9:
                 raise UsageError(f"granularity {gran} implies sparsity {implied:g}, not {self.sparsity:g}")
@@ -116,12 +117,6 @@ class MethodConfig:
             object.__setattr__(self, "scope", "group")
         if self.sparsity is None:
             raise UsageError("a sparsity is required (--sparsity S with 0 <= S < 1)")
-        if not 0.0 <= float(self.sparsity) < 1.0:
-            raise UsageError(f"sparsity must lie in [0, 1), got {self.sparsity}")
-        if self.scope not in SCOPES:
-            raise UsageError(f"unknown scope {self.scope!r}; known: {', '.join(SCOPES)}")
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
-            raise UsageError(f"option seed must be an integer, got {self.seed!r}")
 
     def with_run_seed(self, seed: int) -> MethodConfig:
         """This config with the run's seed filled in where no seed of its own was given."""
@@ -188,7 +183,7 @@ class PruningMethod(ABC):
         self.horizon = horizon or self.horizon
         targets = list(targets) if targets is not None else select_targets(model)
         gran = self.config.granularity
-        couple = isinstance(gran, Filter) and self.config.coupled and self.supports_coupling()
+        couple = isinstance(gran, Filter) and self.config.coupled and self.supports_coupling(self.config)
         ties, own = self.binder.plan(model, targets, channel_groups if couple else None)
         for t in own:
             if not gran.supports(t.shape):
@@ -200,8 +195,10 @@ class PruningMethod(ABC):
         self.binder.bind(model, ties, own, self.make_parametrization)
         self.targets = targets
 
-    def supports_coupling(self) -> bool:
-        """Whether this method (as configured) can share one mask across a coupled channel group."""
+    @classmethod
+    def supports_coupling(cls, config: MethodConfig) -> bool:
+        """Whether this method, configured by ``config``, can share one mask across a coupled channel
+        group (asked of the class, so a run decides its targets without building a method)."""
         return True
 
     @abstractmethod

@@ -233,9 +233,10 @@ class DynamicProbabilisticPruning(PruningMethod):
         """The base learning rate of the logits' own Adam."""
         return self.config.logit_lr if self.config.logit_lr is not None else _REFERENCE_LOGIT_LR
 
-    def supports_coupling(self) -> bool:
+    @classmethod
+    def supports_coupling(cls, config: MethodConfig) -> bool:
         # Joint quantization scales each weight tensor on its own; a group mask spans several.
-        return self.config.quant_bits is None
+        return getattr(config, "quant_bits", None) is None
 
     def make_parametrization(self, target: Target, weight: Tensor) -> MaskParametrization:
         cfg = self.config
