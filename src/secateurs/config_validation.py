@@ -188,7 +188,10 @@ def _check_typed(key: str, value: Any, inner: Any, tp: Any, meta: Mapping[str, A
     if origin in (tuple, list):
         item_tp = next((a for a in typing.get_args(inner) if a is not Ellipsis), Any)
         items = list(value) if isinstance(value, list | tuple) else [value]
-        out = [check_value(key, item, item_tp) if item_tp is not Any else item for item in items]
+        try:
+            out = [check_value(key, item, item_tp) if item_tp is not Any else item for item in items]
+        except ConfigValueError:
+            raise refuse() from None
         return tuple(out) if origin is tuple else out
     if dataclasses.is_dataclass(inner) and isinstance(inner, type):
         if isinstance(value, inner):

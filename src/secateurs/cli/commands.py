@@ -21,11 +21,23 @@ __all__ = ["COMMANDS", "Command"]
 
 # ---------------------------------------------------------------------------------------------- list
 def _list_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("what", choices=["methods", "models", "datasets", "granularities"], help="what to list")
+    p.add_argument("what", choices=["methods", "models", "datasets", "granularities", "settings"],
+                   help="what to list (settings: the run and training settings of recipes and flags)")
+    p.add_argument("name", nargs="?", help="with methods: one method, listed with its options")
 
 
 def _list_run(args: argparse.Namespace) -> int:
+    from secateurs.cli.option_help import method_options_help, settings_help
+
     rows: list[tuple[str, str]]
+    if args.name is not None and args.what != "methods":
+        raise UsageError(f"`secateurs list {args.what}` takes no name (only `list methods NAME` does)")
+    if args.what == "settings":
+        _out(settings_help())
+        return 0
+    if args.what == "methods" and args.name is not None:
+        _out(method_options_help(args.name))
+        return 0
     if args.what == "methods":
         from secateurs.methods import METHODS
 

@@ -20,11 +20,25 @@ from secateurs.errors import EXIT_DIVERGED, DivergedError, UsageError
 __all__ = ["entry_point", "main"]
 
 
+class _Exit(Exception):
+    """``--help`` or ``--version`` finished: leave ``main`` with this status instead of exiting."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse that raises instead of printing usage and exiting, so errors stay one line."""
+    """argparse that raises instead of printing usage and exiting, so errors stay one line and
+    ``main`` returns (never exits the interpreter) after ``--help``."""
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(message)
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        if message:
+            self._print_message(message, sys.stderr)
+        raise _Exit(status)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, command in COMMANDS.items():
-        p = sub.add_parser(name, help=command.help, description=command.help)
+        # "resolve": a command may replace -h/--help (prune's also lists a method's options)
+        p = sub.add_parser(name, help=command.help, description=command.help, conflict_handler="resolve")
         command.add_arguments(p)
         p.set_defaults(handler=command.run)
     return parser
@@ -52,6 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
         return int(args.handler(args) or 0)
+    except _Exit as done:
+        return done.status
     except UsageError as exc:
         print(f"secateurs: error: {exc}", file=sys.stderr)
         return 2

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from secateurs.cli.option_help import MethodHelpAction
 from secateurs.config_validation import ConfigValueError, parse_yaml_value
 from secateurs.errors import UsageError
 from secateurs.experiment.config import RunConfig, load_recipe
+from secateurs.train.config import TrainConfig
 
 __all__ = ["add_run_arguments", "parse_option", "run_config_from_args", "setting_sources"]
 
@@ -41,7 +44,8 @@ def add_run_arguments(p: argparse.ArgumentParser, *, pruning: bool) -> None:
     p.add_argument("--config", help="recipe YAML with RunConfig keys; flags override it")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     for name, typ in {**_TOP_FLAGS, **_TRAIN_FLAGS}.items():
-        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=typ, default=S, help=_HELP.get(name))
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=typ, default=S,
+                       help=_HELP.get(name) or _field_help(name))
     p.add_argument("--channels-last", dest="channels_last", action="store_true", default=S,
                    help="channels-last (NHWC) weights and inputs (faster convolutions on GPUs)")
     p.add_argument("--decay-bias-norm", dest="decay_bias_norm", action=argparse.BooleanOptionalAction, default=S,
@@ -51,6 +55,7 @@ def add_run_arguments(p: argparse.ArgumentParser, *, pruning: bool) -> None:
     p.add_argument("--no-augment", dest="augment", action="store_false", default=S, help="no training augmentation")
     p.add_argument("--download", action="store_true", default=S, help="download a missing dataset with torchvision")
     if pruning:
+        p.add_argument("-h", "--help", action=MethodHelpAction)
         p.add_argument("--method", default=S, help="pruning method (secateurs list methods)")
         p.add_argument("--sparsity", type=float, default=S, help="fraction of target weights removed, in [0, 1)")
         p.add_argument("--granularity", default=S, help="unstructured, kernel, filter or N:M")
@@ -61,8 +66,17 @@ def add_run_arguments(p: argparse.ArgumentParser, *, pruning: bool) -> None:
         p.add_argument("--include", action="append", default=S, help="glob of weight names to prune (repeatable)")
         p.add_argument("--exclude", action="append", default=S, help="glob of weight names to keep dense")
         p.add_argument("--option", "-o", action="append", default=S, metavar="KEY=VALUE",
-                       help="a method option, e.g. -o rounds=4 (repeatable); -o seed=N overrides --seed for the "
-                            "method's own generator only")
+                       help="a method option, e.g. -o rounds=4 (repeatable; --method NAME --help lists them); "
+                            "-o seed=N overrides --seed for the method's own generator only")
+
+
+def _field_help(name: str) -> str | None:
+    """A flag's help: the one line its config field declares (RunConfig or TrainConfig)."""
+    for cls in (RunConfig, TrainConfig):
+        for f in fields(cls):
+            if f.name == name:
+                return f.metadata.get("help")
+    return None
 
 
 def parse_option(text: str) -> tuple[str, Any]:
@@ -77,12 +91,12 @@ def parse_option(text: str) -> tuple[str, Any]:
     return key.replace("-", "_"), parse_yaml_value(value.strip())
 
 
-def _section(value: Any, key: str) -> dict[str, Any]:
+def _section(value: Any, key: str, what: str) -> dict[str, Any]:
     """A recipe section that must be a mapping (``train``, ``method_options``); absent -> empty."""
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise ConfigValueError(key, value, f"a mapping of {key} settings")
+        raise ConfigValueError(key, value, f"a mapping of {what}")
     return dict(value)
 
 
@@ -93,8 +107,9 @@ def run_config_from_args(args: argparse.Namespace, *, pruning: bool) -> RunConfi
     if args.resume and saved.exists():
         return RunConfig.from_dict(load_recipe(saved))
     raw: dict[str, Any] = dict(load_recipe(args.config)) if args.config else {}
-    train = _section(raw.pop("train", None), "train")
-    options = _section(raw.pop("method_options", None), "method_options")
+    train = _section(raw.pop("train", None), "train", "training settings (secateurs list settings)")
+    options = _section(raw.pop("method_options", None), "method_options",
+                       "the method's options (secateurs list methods NAME)")
     for name in _TOP_FLAGS:
         if name in given:
             raw[name] = given[name]

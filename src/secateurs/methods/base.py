@@ -96,7 +96,8 @@ class MethodConfig:
     sparsity: float | None = field(default=None, metadata={
         "help": "fraction of weights removed, in [0, 1)", "ge": 0.0, "lt": 1.0})
     granularity: Granularity = field(default="unstructured", metadata={  # type: ignore[assignment]
-        "help": "unstructured, kernel, filter or N:M", "parse": parse_granularity})
+        "help": "unit of removal", "parse": parse_granularity,
+        "allowed": "unstructured, kernel, filter or N:M (e.g. 2:4)"})
     scope: str = field(default="tensor", metadata={"help": "tensor, global or group quota", "choices": SCOPES})
     seed: int | None = field(default=None, metadata={
         "help": "seed of the method's random generator; unset = the run's --seed (setting it overrides that)",

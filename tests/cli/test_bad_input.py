@@ -1,0 +1,196 @@
+"""Bad input, class by class: exit 2, exactly one line on stderr, no traceback, nothing written.
+
+Each row of ``CASES`` is one class of bad input run through ``main(argv)``. The test snapshots the
+test's directory before and after, so a refusal that leaves a stray run directory, a temporary file
+or a changed file fails too.
+
+Adding a row: ``Case(id, argv, needle, setup=...)``. ``{tmp}`` in ``argv`` is the test's own
+directory; ``setup(tmp)`` prepares files first (a recipe, a damaged run directory, ...); ``needle``
+is a piece of the expected message (case-insensitive). Keep rows fast: they must be refused before
+any data loads or anything trains.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from secateurs.cli.main import main
+
+RUN = ["--model", "mlp", "--data", "synthetic", "--device", "cpu"]
+PRUNE = ["prune", *RUN, "--method", "gmp", "--sparsity", "0.5"]
+
+
+def _write(name: str, text: str) -> Callable[[Path], None]:
+    def setup(tmp: Path) -> None:
+        (tmp / name).write_text(text)
+
+    return setup
+
+
+def _recipe(text: str) -> Callable[[Path], None]:
+    return _write("recipe.yaml", text)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One class of bad input: its argv, a piece of the expected message, files it needs first."""
+
+    id: str
+    argv: list[str]
+    needle: str
+    setup: Callable[[Path], None] | None = field(default=None)
+
+
+CASES = [
+    # ------------------------------------------------------------ values of the wrong type or range
+    Case("option-sparsity-text", [*PRUNE, "--out", "{tmp}/run", "-o", "sparsity=abc"], "method_options.sparsity"),
+    Case("option-int-text", ["prune", *RUN, "--method", "lottery", "--sparsity", "0.5", "--out", "{tmp}/run",
+                             "-o", "rounds=abc"], "method_options.rounds"),
+    Case("option-int-float", [*PRUNE, "--out", "{tmp}/run", "-o", "updates=1.5"], "must be an integer"),
+    Case("option-bool-text", ["prune", *RUN, "--method", "cs", "--sparsity", "0.5", "--out", "{tmp}/run",
+                              "-o", "free=maybe"], "true or false"),
+    Case("option-not-key-value", [*PRUNE, "--out", "{tmp}/run", "-o", "rounds"], "KEY=VALUE"),
+    Case("option-unknown", [*PRUNE, "--out", "{tmp}/run", "-o", "lam=1"], "no option 'lam'"),
+    Case("momentum-negative", [*PRUNE, "--out", "{tmp}/run", "--momentum", "-0.5"], "train.momentum"),
+    Case("weight-decay-negative", [*PRUNE, "--out", "{tmp}/run", "--weight-decay", "-1"], "train.weight_decay"),
+    Case("warmup-negative", [*PRUNE, "--out", "{tmp}/run", "--warmup-epochs", "-1"], "train.warmup_epochs"),
+    Case("lr-nan", ["train", *RUN, "--out", "{tmp}/run", "--lr", "nan"], "finite"),
+    Case("lr-inf", ["train", *RUN, "--out", "{tmp}/run", "--lr", "inf"], "finite"),
+    Case("n-of-m-keeps-all", ["prune", *RUN, "--method", "gmp", "--granularity", "2:2", "--out", "{tmp}/run"],
+         "N < M"),
+    Case("device-unknown", ["train", *RUN, "--out", "{tmp}/run", "--device", "xyz"], "device"),
+    Case("val-fraction-one", ["train", *RUN, "--out", "{tmp}/run", "--val-fraction", "1"], "val_fraction"),
+    Case("limit-train-zero", ["train", *RUN, "--out", "{tmp}/run", "--limit-train", "0"], "limit_train"),
+    # ------------------------------------------------------------------------------ recipe files
+    Case("recipe-epochs-text", ["train", "--config", "{tmp}/recipe.yaml", "--out", "{tmp}/run"], "train.epochs",
+         _recipe("model: mlp\ndata: synthetic\ntrain: {epochs: abc}\n")),
+    Case("recipe-lr-quoted", ["train", "--config", "{tmp}/recipe.yaml", "--out", "{tmp}/run"], "train.lr",
+         _recipe("model: mlp\ndata: synthetic\ntrain: {lr: '0.1'}\n")),
+    Case("recipe-lr-nan", ["train", "--config", "{tmp}/recipe.yaml", "--out", "{tmp}/run"], "train.lr",
+         _recipe("model: mlp\ndata: synthetic\ntrain: {lr: .nan}\n")),
+    Case("recipe-train-scalar", ["train", "--config", "{tmp}/recipe.yaml", "--out", "{tmp}/run"], "train must be",
+         _recipe("model: mlp\ndata: synthetic\ntrain: 5\n")),
+    Case("recipe-options-list", ["prune", "--config", "{tmp}/recipe.yaml", "--out", "{tmp}/run"], "method_options",
+         _recipe("model: mlp\ndata: synthetic\nmethod: gmp\nmethod_options: [1, 2]\n")),
+    Case("recipe-options-type", ["prune", "--config", "{tmp}/recipe.yaml", "--out", "{tmp}/run"],
+         "method_options.power", _recipe("model: mlp\ndata: synthetic\nmethod: gmp\n"
+                                         "method_options: {sparsity: 0.5, power: [3]}\n")),
+    Case("recipe-include-number", ["train", "--config", "{tmp}/recipe.yaml", "--out", "{tmp}/run"], "include",
+         _recipe("model: mlp\ndata: synthetic\ninclude: 5\n")),
+    Case("recipe-seed-text", ["train", "--config", "{tmp}/recipe.yaml", "--out", "{tmp}/run"], "seed",
+         _recipe("model: mlp\ndata: synthetic\nseed: x\n")),
+    Case("recipe-unknown-key", ["train", "--config", "{tmp}/recipe.yaml", "--out", "{tmp}/run"], "unknown config key",
+         _recipe("model: mlp\ndata: synthetic\nepoch: 3\n")),
+    Case("recipe-not-mapping", ["train", "--config", "{tmp}/recipe.yaml", "--out", "{tmp}/run"], "mapping",
+         _recipe("- model\n- mlp\n")),
+    Case("recipe-not-yaml", ["train", "--config", "{tmp}/recipe.yaml", "--out", "{tmp}/run"], "not valid YAML",
+         _recipe("model: [mlp\n")),
+    Case("recipe-options-dense", ["train", "--config", "{tmp}/recipe.yaml", "--out", "{tmp}/run"], "no method",
+         _recipe("model: mlp\ndata: synthetic\nmethod_options: {sparsity: 0.5}\n")),
+    Case("recipe-missing", ["train", "--config", "{tmp}/none.yaml", "--out", "{tmp}/run"], "no config file"),
+    Case("recipe-directory", ["train", "--config", "{tmp}", "--out", "{tmp}/run"], "directory"),
+]
+
+
+def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    """Every path under ``root`` with its size and modification time (directories included)."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            stat = path.stat()
+            out[str(path.relative_to(root))] = (stat.st_size if path.is_file() else -1, stat.st_mtime_ns)
+    return out
+
+
+def assert_refused(argv: list[str], tmp: Path, capsys: pytest.CaptureFixture[str], needle: str | None) -> None:
+    """``main(argv)`` exits 2 with one line on stderr (holding ``needle``) and changes nothing in ``tmp``."""
+    before = _snapshot(tmp)
+    code = main(argv)
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert code == 2, (code, captured.err)
+    assert len(lines) == 1, captured.err
+    assert "Traceback" not in captured.err
+    assert lines[0].startswith("secateurs: error: "), lines[0]
+    if needle is not None:
+        assert needle.lower() in lines[0].lower(), lines[0]
+    assert _snapshot(tmp) == before, "the refused command wrote or changed files"
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_is_refused_in_one_line(case: Case, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    if case.setup is not None:
+        case.setup(tmp_path)
+    argv = [arg.format(tmp=tmp_path) for arg in case.argv]
+    assert_refused(argv, tmp_path, capsys, case.needle)
+
+
+# --------------------------------------------------------------------------------------- fuzzing
+class _Accepted(Exception):
+    """Raised instead of running: the config was valid."""
+
+
+@pytest.fixture
+def no_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Valid configs stop at ``execute`` (the fuzz tests are about parsing, not training)."""
+    import secateurs.experiment.run as run
+
+    def accept(*args: object, **kwargs: object) -> None:
+        raise _Accepted
+
+    monkeypatch.setattr(run, "execute", accept)
+
+
+_KEYS = ["model", "data", "method", "method_options", "train", "seed", "device", "include", "exclude",
+         "val_fraction", "limit_train", "augment", "epochs", "lr", "sparsity", "rounds", "granularity"]
+_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-5, 10**6), st.floats(allow_nan=True, allow_infinity=True),
+                     st.text(max_size=12), st.sampled_from(["mlp", "synthetic", "gmp", "lottery", "2:4", "filter"]))
+_VALUES = st.recursive(_SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                                          st.dictionaries(st.sampled_from(_KEYS), inner, max_size=3)),
+                       max_leaves=6)
+_FUZZ = settings(max_examples=40, deadline=None, derandomize=True,
+                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+
+def _outcome(argv: list[str], tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = _snapshot(tmp)
+    try:
+        code = main(argv)
+    except _Accepted:
+        capsys.readouterr()
+        return
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("secateurs: error: "), (argv, captured.err)
+    assert _snapshot(tmp) == before
+
+
+@_FUZZ
+@given(document=st.one_of(st.dictionaries(st.sampled_from(_KEYS), _VALUES, max_size=6), _VALUES,
+                          st.text(max_size=40)))
+def test_fuzzed_recipes_are_accepted_or_refused_in_one_line(document, tmp_path, capsys, no_runs):
+    import yaml
+
+    text = document if isinstance(document, str) else yaml.safe_dump(document)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(text)
+    for command in ("train", "prune"):
+        _outcome([command, "--config", str(recipe), "--out", str(tmp_path / "run")], tmp_path, capsys)
+
+
+@_FUZZ
+@given(key=st.one_of(st.sampled_from(["sparsity", "rounds", "rewind_fraction", "granularity", "scope", "seed",
+                                      "coupled", "power", "updates"]), st.text(max_size=8)),
+       value=st.text(max_size=12), method=st.sampled_from(["gmp", "lottery", "cs", "dpp", "gibbs"]))
+def test_fuzzed_method_options_are_accepted_or_refused_in_one_line(key, value, method, tmp_path, capsys, no_runs):
+    argv = ["prune", *RUN, "--method", method, "--sparsity", "0.5", "--out", str(tmp_path / "run"),
+            "-o", f"{key}={value}"]
+    _outcome(argv, tmp_path, capsys)
