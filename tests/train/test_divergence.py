@@ -102,5 +102,5 @@ def test_non_finite_hyper_parameters_are_refused(field, value):
 @pytest.mark.parametrize("option", ["sparsity", "s0", "lam"])
 def test_non_finite_method_options_are_refused(option):
     options = {"sparsity": 0.5, option: math.nan}
-    with pytest.raises(UsageError, match=f"option {option} must be a finite number"):
+    with pytest.raises(UsageError, match=f"{option} must be a finite number"):
         build_method("cs", **options)
