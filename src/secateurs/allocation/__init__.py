@@ -1,9 +1,17 @@
-"""Per-layer budgets: allocators.
+"""Allocation: per-key (per-layer, per-channel-group) sparsities from budgets or one sparsity.
 
-An allocator turns a budget (a MACs target, later any cost) into the sparsities the pruned tensors
-or channel groups are trained to; any mask method then reaches those.
+Allocators: ``uniform``, ``global`` (one magnitude threshold), ``random-search`` (black-box
+baseline), ``crl`` (constrained RL, Malik et al. 2022). Any mask method trains to the result
+(:meth:`secateurs.methods.PruningMethod.use_allocation`). The MACs-target solver of the benchmarks
+(:mod:`secateurs.allocation.macs_target`) lives here too.
 """
 
+from secateurs.allocation import global_threshold, random_search, uniform  # noqa: F401  (registration)
+from secateurs.allocation.base import ALLOCATORS, Allocation, Allocator
 from secateurs.allocation.macs_target import MacsSplit, measure_macs_split, sparsity_for_macs, sparsity_for_shrunk_macs
+from secateurs.allocation.problem import AllocationKey, AllocationProblem, build_keys
 
-__all__ = ["MacsSplit", "measure_macs_split", "sparsity_for_macs", "sparsity_for_shrunk_macs"]
+__all__ = [
+    "ALLOCATORS", "Allocation", "AllocationKey", "AllocationProblem", "Allocator", "MacsSplit", "build_keys",
+    "measure_macs_split", "sparsity_for_macs", "sparsity_for_shrunk_macs",
+]

@@ -21,8 +21,8 @@ __all__ = ["COMMANDS", "Command"]
 
 # ---------------------------------------------------------------------------------------------- list
 def _list_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("what", choices=["methods", "models", "datasets", "granularities", "settings"],
-                   help="what to list (settings: the run and training settings of recipes and flags)")
+    p.add_argument("what", choices=["methods", "models", "datasets", "granularities", "settings", "allocators", "costs"],
+                   help="what to list (allocators, costs: for --allocation and --budget; settings: the run and training settings of recipes and flags)")
     p.add_argument("name", nargs="?", help="with methods: one method, listed with its options")
 
 
@@ -46,6 +46,15 @@ def _list_run(args: argparse.Namespace) -> int:
             aliases = METHODS.aliases_of(name)
             label = f"{name} ({', '.join(aliases)})" if aliases else name
             rows.append((label, METHODS.describe(name)))
+    elif args.what == "allocators":
+        from secateurs.allocation import ALLOCATORS
+
+        rows = [(name, ALLOCATORS.describe(name)) for name in ALLOCATORS.names()]
+    elif args.what == "costs":
+        from secateurs.budget import COSTS
+
+        rows = [(name, (cls.__doc__ or "").strip().splitlines()[0]) for name, cls in COSTS.items()]
+        rows.append(("module:function", "your own f(model) or f(model, masks) -> float"))
     elif args.what == "models":
         from secateurs.models import list_models
 
@@ -119,7 +128,7 @@ def _inspect_run(args: argparse.Namespace) -> int:
 
 
 COMMANDS: dict[str, Command] = {
-    "list": Command("list registered methods, models, datasets or granularities", _list_args, _list_run),
+    "list": Command("list registered methods, models, datasets, granularities, allocators or costs", _list_args, _list_run),
     "train": Command("train a dense model (the reference for pruning)", _train_args, lambda a: _execute(a, False)),
     "prune": Command("prune a model with a method (from scratch or --from a trained model)", _prune_args,
                      lambda a: _execute(a, True)),

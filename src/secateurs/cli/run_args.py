@@ -68,6 +68,16 @@ def add_run_arguments(p: argparse.ArgumentParser, *, pruning: bool) -> None:
         p.add_argument("--option", "-o", action="append", default=S, metavar="KEY=VALUE",
                        help="a method option, e.g. -o rounds=4 (repeatable; --method NAME --help lists them); "
                             "-o seed=N overrides --seed for the method's own generator only")
+        p.add_argument("--budget", dest="budgets", action="append", default=S, metavar="NAME<=VALUE",
+                       help="a cost bound on the delivered model, e.g. 'macs<=25%%', 'latency_ms<=0.5x', "
+                            "'params<=20000' (repeatable; replaces --sparsity)")
+        p.add_argument("--allocation", default=S, help="per-layer allocator (secateurs list allocators)")
+        p.add_argument("--allocation-option", dest="allocation_option", action="append", default=S,
+                       metavar="KEY=VALUE", help="an allocator option, e.g. episodes=64 (repeatable)")
+        p.add_argument("--search-episodes", dest="search_episodes", type=int, default=S, metavar="N",
+                       help="reward evaluations of a search allocator (crl, random-search)")
+        p.add_argument("--search-minutes", dest="search_minutes", type=float, default=S, metavar="M",
+                       help="stop a search allocator after this many minutes")
 
 
 def _field_help(name: str) -> str | None:
@@ -129,6 +139,17 @@ def run_config_from_args(args: argparse.Namespace, *, pruning: bool) -> RunConfi
         for text in given.get("option", []):
             key, value = parse_option(text)
             options[key] = value
+        for name in ("budgets", "allocation"):
+            if name in given:
+                raw[name] = given[name]
+        search = dict(raw.pop("allocation_options", None) or {})
+        for text in given.get("allocation_option", []):
+            key, value = parse_option(text)
+            search[key] = value
+        for flag, key in (("search_episodes", "episodes"), ("search_minutes", "minutes")):
+            if flag in given:
+                search[key] = given[flag]
+        raw["allocation_options"] = search
         if not raw.get("method"):
             raise UsageError("prune needs a method (--method NAME; see `secateurs list methods`)")
     else:

@@ -17,6 +17,7 @@ import yaml
 from torch import nn
 
 from secateurs.config_validation import ConfigValueError, build_config, validate_fields, yaml_load
+from secateurs.budget import Budget, parse_budgets
 from secateurs.core.granularity import Filter
 from secateurs.core.targets import Target, select_targets
 from secateurs.errors import UsageError
@@ -66,6 +67,11 @@ class RunConfig:
         declared_options: bookkeeping, not a setting: the method options given explicitly (the
             rest are the method's defaults), so a benchmark cell's identity follows what its suite
             declared. Filled in from ``method_options``; never written to ``config.yaml``.
+        budgets: upper bounds on costs of the delivered model (``macs<=25%``; parsed into
+            :class:`~secateurs.budget.Budget`); they replace ``sparsity``.
+        allocation: allocator of per-layer / per-group sparsities (``secateurs list allocators``);
+            default with budgets: the method's own (``crl`` for ``--method crl``) or ``uniform``.
+        allocation_options: the allocator's settings (``episodes``, ``minutes``, ...).
     """
 
     model: str = field(metadata={"help": "model registry name (secateurs list models)"})
@@ -88,6 +94,11 @@ class RunConfig:
     limit_test: int | None = field(default=None, metadata={"help": "use only this many test samples", "ge": 1})
     augment: bool = field(default=True, metadata={"help": "training augmentation"})
     download: bool = field(default=False, metadata={"help": "download a missing dataset with torchvision"})
+    budgets: tuple[Budget, ...] = field(default=(), metadata={
+        "help": "cost bounds on the delivered model, e.g. macs<=25% (replace sparsity)", "parse": parse_budgets})
+    allocation: str | None = field(default=None, metadata={"help": "per-layer allocator (secateurs list allocators)"})
+    allocation_options: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "the allocator's settings (episodes, minutes, ...)"})
     declared_options: frozenset[str] = field(default=frozenset(), compare=False, repr=False,
                                              metadata={"internal": True})
 
@@ -97,6 +108,7 @@ class RunConfig:
             if not getattr(self, key).strip():
                 raise UsageError(f"the run needs a {key} (--{key} NAME)")
         _check_device(self.device)
+        self._check_allocation()
         if self.method is not None:
             object.__setattr__(self, "method", METHODS.canonical(self.method))
         typed, declared = self._typed_method_options()
@@ -104,6 +116,17 @@ class RunConfig:
         object.__setattr__(self, "declared_options", frozenset(declared))
         # What the method runs with: the run's seed where the options set none (one seed for everything).
         object.__setattr__(self, "_resolved_method", typed.with_run_seed(self.seed) if typed is not None else None)
+
+    def _check_allocation(self) -> None:
+        from secateurs.allocation import ALLOCATORS
+
+        if (self.budgets or self.allocation) and self.method is None:
+            raise UsageError("budgets and allocations need a pruning method (secateurs prune --method NAME)")
+        if self.allocation is not None:
+            object.__setattr__(self, "allocation", ALLOCATORS.canonical(self.allocation))
+        if not isinstance(self.allocation_options, Mapping):
+            raise ConfigValueError("allocation_options", self.allocation_options, "a mapping of allocator settings")
+        object.__setattr__(self, "allocation_options", dict(self.allocation_options))
 
     def _typed_method_options(self) -> tuple[MethodConfig | None, set[str]]:
         """The method options as the method's config (built once, here) and the names given explicitly."""
@@ -121,7 +144,14 @@ class RunConfig:
             unknown = sorted(str(k) for k in options if k not in known)
             if unknown:
                 raise UsageError(f"method {self.method} has no option {unknown[0]!r}; options: {', '.join(known)}")
-            return build_config(cls, options, where="method_options"), declared | {str(k) for k in options}
+            built = dict(options)
+            if self.budgets:
+                if built.get("sparsity") is not None:
+                    raise UsageError("give a sparsity or budgets, not both (a budget sets the sparsity of every layer)")
+                # Budgets set every key's sparsity through the allocation; the shared validation still
+                # wants one number, and this one is never used (every key is allocated).
+                built["sparsity"] = 0.0
+            return build_config(cls, built, where="method_options"), declared | {str(k) for k in options}
         if not isinstance(options, cls):
             raise ConfigValueError("method_options", options, f"a mapping of {self.method} options or a {cls.__name__}")
         if not declared:  # a typed config from Python: what differs from the defaults counts as given
@@ -171,8 +201,23 @@ class RunConfig:
                 value = self.method_config().to_dict() if self.method_options is not None else {}
             elif isinstance(value, tuple):
                 value = list(value)
+            if f.name == "method_options" and self.budgets:
+                value.pop("sparsity", None)  # the placeholder (see _typed_method_options), not the user's
+            elif f.name == "budgets":
+                value = [b.text for b in self.budgets]
             out[f.name] = value
         return out
+
+    @property
+    def allocator(self) -> str | None:
+        """The allocator this run uses: the one asked for, else the method's own when it has one
+        (``--method crl``), else ``uniform`` when budgets are given; None for plain sparsity runs."""
+        if self.allocation is not None:
+            return self.allocation
+        own = getattr(METHODS.get(self.method), "default_allocation", None) if self.method else None
+        if own is not None:
+            return own
+        return "uniform" if self.budgets else None
 
     @classmethod
     def from_dict(cls, raw: Any) -> RunConfig:

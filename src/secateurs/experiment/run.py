@@ -126,6 +126,15 @@ def _execute(config: RunConfig, out: Path, *, resume: bool, show_progress: bool,
     if method is not None:
         method.bind_data(data)
     channel_groups = channel_groups_for(config, model, data.input_shape, device)
+    planned = None
+    if method is not None:
+        from secateurs.experiment.allocate import plan_allocation
+
+        # A budget that cannot be met is a usage error here, before any training.
+        planned = plan_allocation(config, model, data, targets, channel_groups, out, resume=resume,
+                                  show_progress=show_progress)
+        if planned is not None:
+            method.use_allocation(planned.allocation.sparsities)
     out.mkdir(parents=True, exist_ok=True)
     config.save(out / CONFIG)
     record = start_record(out, config.to_dict(), origin, device=device, deterministic=config.deterministic,
@@ -146,13 +155,24 @@ def _execute(config: RunConfig, out: Path, *, resume: bool, show_progress: bool,
         masks = method.finalize(squash=True)
         masks.save(out / MASKS)
     recalibration = _recalibrate(model, method, data, config, result.final)
+    delivered: dict[str, Any] = {}
+    repairs = 0
+    if planned is not None and masks is not None:
+        from secateurs.experiment.allocate import deliver, report_fields
+
+        results, masks, repairs = deliver(planned, model, masks, data, config)
+        if repairs:
+            masks.save(out / MASKS)
+        delivered = report_fields(planned, results, repairs, out)
     save_weights(model, out / WEIGHTS)
-    test = result.final if data.val is None and not recalibration else _evaluate(model, data.test, config)
+    fresh = recalibration or repairs
+    test = result.final if data.val is None and not fresh else _evaluate(model, data.test, config)
     report = build_report(
         config, model, example_input=next(iter(data.test))[0][:1], masks=masks, accuracy=test.get("accuracy"),
         dense_accuracy=dense_accuracy, train_seconds=result.seconds, channel_groups=channel_groups,
     )
     report.update(extras)
+    report.update(delivered)
     if recalibration:
         report["bn_recalibration"] = recalibration
     save_json(report, out / REPORT)

@@ -21,7 +21,7 @@ All randomness comes from ``self.generator`` (seeded from the config, saved in `
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -155,6 +155,38 @@ class PruningMethod(ABC):
         self.lr_scale = 1.0
         #: Where the masks live on the model (one per target, or one per tied channel group).
         self.binder = MaskBinder()
+        #: Per-key target sparsities from an allocator (:meth:`use_allocation`); keys not in it use
+        #: ``config.sparsity``.
+        self.allocation: dict[str, float] = {}
+
+    # ----------------------------------------------------------------- per-key targets
+    def use_allocation(self, sparsities: Mapping[str, float] | None) -> None:
+        """Train each key (a target weight, or a tied channel group's root weight) to its own sparsity.
+
+        Call before :meth:`attach`. An allocation is per tensor / per group by nature, so it does
+        not combine with ``scope="global"`` (the ``global`` allocator is the one-threshold variant).
+        """
+        if self.model is not None:
+            raise RuntimeError("give the allocation before attaching the method")
+        if sparsities and self.config.scope == "global":
+            raise UsageError("an allocation sets per-tensor targets; it does not combine with scope global")
+        for key, value in (sparsities or {}).items():
+            if not 0.0 <= float(value) < 1.0:
+                raise UsageError(f"allocated sparsity of {key} must lie in [0, 1), got {value}")
+        self.allocation = {k: float(v) for k, v in (sparsities or {}).items()}
+
+    def sparsity_of(self, key: str) -> float:
+        """The final target sparsity of ``key``: its allocation, else the config's sparsity."""
+        return self.allocation.get(key, float(self.config.sparsity or 0.0))
+
+    def sparsity_targets(self, transform: Callable[[float], float] | None = None) -> float | dict[str, float]:
+        """The targets to select at: one float without an allocation (every scope works), else a
+        per-key mapping. ``transform(final_target)`` maps each final target to the value wanted now
+        (a schedule's point on the way to it)."""
+        fn = transform or float
+        if not self.allocation:
+            return float(fn(float(self.config.sparsity or 0.0)))
+        return {k: float(fn(self.sparsity_of(k))) for k in self.parametrizations}
 
     # ----------------------------------------------------------------- setup
     def phases(self) -> list[Phase]:
@@ -194,6 +226,9 @@ class PruningMethod(ABC):
         self.generator = torch.Generator(device=device).manual_seed(self.config.seed)
         self.model = model
         self.binder.bind(model, ties, own, self.make_parametrization)
+        unknown = sorted(set(self.allocation) - set(self.parametrizations))
+        if unknown:
+            raise UsageError(f"the allocation names {unknown[0]!r}, which this method does not prune")
         self.targets = targets
 
     @classmethod

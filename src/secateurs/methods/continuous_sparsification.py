@@ -248,9 +248,10 @@ class ContinuousSparsification(PruningMethod):
             raise UsageError(f"rewind_epoch {epochs} is not inside the first round ({first} steps)")
         return step
 
-    def round_goal(self, round_index: int) -> float:
-        """Target sparsity at the end of search round ``round_index`` (0-based), geometric like IMP."""
-        return round_sparsity(self.config.sparsity or 0.0, round_index + 1, self.rounds)
+    def round_goal(self, round_index: int, target: float | None = None) -> float:
+        """Target sparsity at the end of search round ``round_index`` (0-based), geometric like IMP,
+        on the way to ``target`` (default the config's sparsity; an allocation gives one per key)."""
+        return round_sparsity((self.config.sparsity or 0.0) if target is None else target, round_index + 1, self.rounds)
 
     # ----------------------------------------------------------------- setup
     def attach(self, model: Any, targets: list[Target] | None = None, horizon: Any = None, **kwargs: Any) -> None:
@@ -420,9 +421,13 @@ class ContinuousSparsification(PruningMethod):
         bounds = self._round_bounds()
         r = next(i for i, (a, b) in enumerate(bounds) if a < step <= b)
         first, end = bounds[r]
-        start = self.round_goal(r - 1) if r > 0 else 0.0
-        want = ramp((step - first) / (end - first), start, self.round_goal(r), self.config.adapt_until)
         gates = self.gates()
+
+        def want_of(target: float | None) -> float:
+            start = self.round_goal(r - 1, target) if r > 0 else 0.0
+            return ramp((step - first) / (end - first), start, self.round_goal(r, target), self.config.adapt_until)
+
+        want = want_of(None)
         k_i, k_p = self.config.adapt_rate / (end - first), self.config.adapt_p
         # λ never drops below the configured value: adaptation only adds pressure where it is needed.
         lo, hi = math.log(max(self.config.lam, LAM_MIN)), math.log(LAM_MAX)
@@ -431,7 +436,7 @@ class ContinuousSparsification(PruningMethod):
             pruned = sum((g.scores <= 0).sum() * g.unit_size for g in gates.values())
             errors = {n: want - pruned / total for n in gates}
         else:
-            errors = {n: want - (g.scores <= 0).float().mean() for n, g in gates.items()}
+            errors = {n: want_of(self.allocation.get(n)) - (g.scores <= 0).float().mean() for n, g in gates.items()}
         for n, g in gates.items():
             g.log_lam_integral.add_(k_i * errors[n]).clamp_(lo, hi)
             torch.clamp(g.log_lam_integral + k_p * errors[n], lo, hi, out=g.log_lam)
@@ -453,7 +458,7 @@ class ContinuousSparsification(PruningMethod):
         scores = {n: g.scores.detach().float() for n, g in gates.items()}
         grans = {n: self.config.granularity for n in gates}
         shapes = {n: g.weight_shape for n, g in gates.items()}
-        return select(scores, grans, shapes, float(self.config.sparsity or 0.0), self.config.scope)
+        return select(scores, grans, shapes, self.sparsity_targets(), self.config.scope)
 
     @torch.no_grad()
     def fix_mask(self) -> None:

@@ -241,7 +241,7 @@ class DynamicProbabilisticPruning(PruningMethod):
     def make_parametrization(self, target: Target, weight: Tensor) -> MaskParametrization:
         cfg = self.config
         grouping = self.grouping(target.shape, target.name)
-        k = keep_count(grouping.n, float(cfg.sparsity or 0.0))
+        k = keep_count(grouping.n, self.sparsity_of(target.name))
         use_magnitude = cfg.logit_init == "magnitude" or (cfg.logit_init == "auto" and self.horizon.pretrained)
         logits = initial_logits(grouping, weight.detach(), cfg.logit_init_std, magnitude=use_magnitude,
                                 generator=self.generator)

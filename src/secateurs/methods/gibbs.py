@@ -219,9 +219,9 @@ class GibbsMask(MaskParametrization):
     fixed: Tensor
 
     def __init__(self, config: GibbsConfig, weight_shape: torch.Size, generator: torch.Generator,
-                 beta: float = 1.0) -> None:
+                 beta: float = 1.0, sparsity: float | None = None) -> None:
         super().__init__(config.granularity, weight_shape)
-        self.sparsity = float(config.sparsity or 0.0)
+        self.sparsity = float(config.sparsity or 0.0) if sparsity is None else sparsity  # an allocation's
         self.scope = config.scope
         self.relative = config.relative
         self.coupling = config.resolved_coupling
@@ -334,7 +334,8 @@ class GibbsPruning(PruningMethod):
     config: GibbsConfig
 
     def make_parametrization(self, target: Target, weight: Tensor) -> MaskParametrization:
-        return GibbsMask(self.config, target.shape, self.generator, beta=self.beta_for_step(0))
+        return GibbsMask(self.config, target.shape, self.generator, beta=self.beta_for_step(0),
+                         sparsity=self.sparsity_of(target.name))
 
     def attach(
         self, model: torch.nn.Module, targets: list[Target] | None = None, horizon: Horizon | None = None,

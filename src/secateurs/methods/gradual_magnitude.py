@@ -73,16 +73,19 @@ class GradualMagnitudePruning(ScoreBasedMethod):
             )
         return super().phases()
 
-    def sparsity_at(self, step: int) -> float:
-        """The scheduled sparsity after ``step`` optimizer steps."""
+    def sparsity_at(self, step: int, target: float | None = None) -> float:
+        """The scheduled sparsity after ``step`` optimizer steps on the way to ``target`` (default
+        the config's sparsity; with an allocation every key ramps to its own target)."""
         start, end, _ = self._ramp()
-        target = float(self.config.sparsity or 0.0)
-        return polynomial(start, end, self.config.initial_sparsity, target, self.config.power)(step)
+        target = float(self.config.sparsity or 0.0) if target is None else target
+        # The ramp never starts above a key's own target (an allocation may give some keys less).
+        initial = min(self.config.initial_sparsity, target)
+        return polynomial(start, end, initial, target, self.config.power)(step)
 
     def _maybe_update(self, step: int) -> None:
         start, end, every = self._ramp()
         if start <= step <= end and ((step - start) % every == 0 or step == end):
-            self.prune_to(self.sparsity_at(step))
+            self.prune_to(self.sparsity_targets(lambda target: self.sparsity_at(step, target)))
 
     def on_phase_start(self, phase_index: int) -> None:
         if phase_index == 0:

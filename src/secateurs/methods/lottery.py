@@ -72,9 +72,11 @@ class LotteryTicketPruning(ScoreBasedMethod):
         first = self.phases()[0].epochs * self.horizon.steps_per_epoch
         return 0 if self.horizon.pretrained else int(self.config.rewind_fraction * first)
 
-    def round_sparsity(self, round_index: int) -> float:
-        """Sparsity after pruning round ``round_index`` (1-based)."""
-        return round_sparsity(self.config.sparsity or 0.0, round_index, self.config.rounds)
+    def round_sparsity(self, round_index: int, target: float | None = None) -> float:
+        """Sparsity after pruning round ``round_index`` (1-based) on the way to ``target`` (default
+        the config's sparsity; with an allocation each key follows its own geometric path)."""
+        return round_sparsity((self.config.sparsity or 0.0) if target is None else target, round_index,
+                              self.config.rounds)
 
     def _take_snapshot(self) -> None:
         assert self.model is not None
@@ -89,7 +91,7 @@ class LotteryTicketPruning(ScoreBasedMethod):
             self._take_snapshot()
         round_index = phase_index + (1 if self.horizon.pretrained else 0)
         if round_index >= 1:
-            self.prune_to(self.round_sparsity(round_index))
+            self.prune_to(self.sparsity_targets(lambda target: self.round_sparsity(round_index, target)))
             self._rewind()
 
     def on_step(self, step: int) -> None:

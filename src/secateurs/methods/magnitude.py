@@ -53,8 +53,8 @@ class MagnitudePruning(ScoreBasedMethod):
 
     def on_phase_start(self, phase_index: int) -> None:
         if phase_index == 0 and self.prune_step == 0:
-            self.prune_to(float(self.config.sparsity or 0.0))
+            self.prune_to(self.sparsity_targets())
 
     def on_step(self, step: int) -> None:
         if step == self.prune_step:
-            self.prune_to(float(self.config.sparsity or 0.0))
+            self.prune_to(self.sparsity_targets())

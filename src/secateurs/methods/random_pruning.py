@@ -24,4 +24,4 @@ class RandomPruning(ScoreBasedMethod):
 
     def on_phase_start(self, phase_index: int) -> None:
         if phase_index == 0:
-            self.prune_to(float(self.config.sparsity or 0.0), monotone=False)
+            self.prune_to(self.sparsity_targets(), monotone=False)

@@ -7,6 +7,8 @@ tie-safe exact selection are shared (:mod:`secateurs.core.selection`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import Tensor
 
@@ -29,11 +31,12 @@ class ScoreBasedMethod(PruningMethod):
         return weight.abs()
 
     @torch.no_grad()
-    def prune_to(self, sparsity: float, *, monotone: bool = True) -> None:
+    def prune_to(self, sparsity: float | Mapping[str, float], *, monotone: bool = True) -> None:
         """Set every target's mask so that ``sparsity`` of it (or of all, for the global scope) is removed.
 
         Args:
-            sparsity: the target fraction, reached exactly where the granularity allows.
+            sparsity: the target fraction, reached exactly where the granularity allows; or one per
+                key (see :meth:`PruningMethod.sparsity_targets`).
             monotone: units already pruned stay pruned (their scores are set to -inf first).
         """
         gran = self.config.granularity
