@@ -5,16 +5,16 @@ from __future__ import annotations
 import pytest
 
 from secateurs.errors import UsageError
-from secateurs.methods import METHODS, build_method
+from secateurs.methods import build_method
 
 from ._loop import run
-from .test_contract import EPOCHS, METHOD_KWARGS, STEPS
+from .test_contract import EPOCHS, METHOD_KWARGS, NAMES, STEPS
 
 ALLOCATION = {"conv1.weight": 0.25, "conv2.weight": 0.5, "conv3.weight": 0.75}  # fc1 keeps the config's 0.6
 
 
 @pytest.mark.parametrize("granularity", ["unstructured", "filter"])
-@pytest.mark.parametrize("name", METHODS.names())
+@pytest.mark.parametrize("name", NAMES)
 def test_each_key_reaches_its_allocated_sparsity(name, granularity, make_cnn, make_image_batches):
     method = build_method(name, **dict(METHOD_KWARGS.get(name, {}), granularity=granularity, sparsity=0.6))
     method.use_allocation(ALLOCATION)

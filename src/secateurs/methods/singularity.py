@@ -38,7 +38,7 @@ from secateurs.analysis.singularity.gram import collect_grams
 from secateurs.analysis.singularity.selection import cap_counts, find_alpha, removal_counts
 from secateurs.analysis.singularity.spectrum import Criterion
 from secateurs.analysis.singularity.units import AnalysisUnit, analysis_units
-from secateurs.core.granularity import Filter
+from secateurs.core.granularity import Filter, Granularity, parse_granularity
 from secateurs.core.parametrize import FixedMask, MaskParametrization
 from secateurs.core.targets import Target
 from secateurs.errors import UsageError
@@ -74,7 +74,8 @@ class SingularityConfig(MethodConfig):
         exceed_caps: Let level 1 go past the estimated caps to meet ``--sparsity``.
     """
 
-    granularity: Any = field(default="filter", metadata={"help": "filter (the only granularity of this method)"})
+    granularity: Granularity = field(default="filter", metadata={  # type: ignore[assignment]
+        "help": "filter (the only granularity of this method)", "parse": parse_granularity})
     criterion: str = field(default="energy", metadata={"help": "energy, numerical, effective or gavish-donoho"})
     tau: float = field(default=0.99, metadata={"help": "energy share kept by the energy criterion"})
     epsilon: float = field(default=1e-3, metadata={"help": "relative floor of the numerical rank"})
