@@ -107,7 +107,8 @@ class MethodConfig:
     def __post_init__(self) -> None:
         # Types and declared ranges of every field (subclasses' too), from the fields themselves.
         validate_fields(self)
-        gran = self.granularity
+        gran = parse_granularity(self.granularity)  # again: a subclass may redeclare the field without "parse"
+        object.__setattr__(self, "granularity", gran)
         if gran.fixed_density is not None:
             if gran.fixed_density >= 1.0:
                 raise UsageError(f"granularity {gran} keeps every weight; N:M needs N < M (e.g. 2:4)")
