@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 
@@ -55,11 +54,17 @@ def declared_options(config: RunConfig) -> dict[str, Any]:
     return {k: resolved[k] for k in sorted(config.declared_options) if k in resolved}
 
 
+#: Settings hashed even at their defaults, as they always were (dropping them now would change the
+#: hash of every finished cell); every other setting, including any added later, drops out at its default.
+_ALWAYS_HASHED = ("model", "data", "method_options", "train", "include", "exclude")
+
+
 def _without_defaults(values: dict[str, Any]) -> dict[str, Any]:
     """A RunConfig's plain values without place fields and without entries at their default values."""
-    top = {f.name: f.default for f in fields(RunConfig) if f.default is not MISSING}
+    top = RunConfig(model="-", data="-").to_dict()  # every default, in the same plain form as ``values``
     train_defaults = TrainConfig().to_dict()
-    out = {k: v for k, v in values.items() if k not in _PLACE_FIELDS and (k not in top or top[k] != v)}
+    out = {k: v for k, v in values.items()
+           if k not in _PLACE_FIELDS and (k in _ALWAYS_HASHED or top.get(k, _ABSENT) != v)}
     if isinstance(out.get("train"), dict):
         out["train"] = {k: v for k, v in out["train"].items() if train_defaults.get(k, _ABSENT) != v}
     return out
