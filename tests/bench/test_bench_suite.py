@@ -41,7 +41,8 @@ def test_grid_expands_seed_major_with_one_dense_reference_per_seed():
 
 
 def test_all_expands_to_every_registered_method_and_aliases_resolve():
-    s = parse_suite(suite(grid={"model": "mlp", "method": ["all", "imp"], "sparsity": 0.5}))
+    # At the filter granularity every method runs (singularity prunes filters only).
+    s = parse_suite(suite(grid={"model": "mlp", "method": ["all", "imp"], "sparsity": 0.5, "granularity": "filter"}))
     assert [c.method for c in s.cells] == METHODS.names()
     assert all(c.seed == 0 for c in s.cells)  # default seed
 
@@ -110,8 +111,12 @@ def no_filter_method(monkeypatch):
 def test_invalid_combination_from_all_is_not_applicable_but_explicit_is_an_error(no_filter_method):
     grid = {"model": "mlp", "method": "all", "granularity": ["unstructured", "filter"], "sparsity": 0.5}
     s = parse_suite(suite(grid=grid))
-    assert [cell_id for cell_id, _ in s.not_applicable] == ["runs/mlp/synthetic/nofilter/filter-s0.5/seed0"]
-    assert "filter" in s.not_applicable[0][1]
+    not_applicable = dict(s.not_applicable)
+    assert "runs/mlp/synthetic/nofilter/filter-s0.5/seed0" in not_applicable
+    assert "filter" in not_applicable["runs/mlp/synthetic/nofilter/filter-s0.5/seed0"]
+    # The other way round: singularity prunes filters only.
+    assert set(not_applicable) == {"runs/mlp/synthetic/nofilter/filter-s0.5/seed0",
+                                   "runs/mlp/synthetic/singularity/unstructured-s0.5/seed0"}
     assert any(c.method == "nofilter" and c.granularity == "unstructured" for c in s.cells)
     with pytest.raises(UsageError, match="nofilter at filter"):
         parse_suite(suite(grid={**grid, "method": ["nofilter"]}))
