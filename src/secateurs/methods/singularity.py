@@ -302,7 +302,7 @@ class SingularityPruning(PruningMethod):
             layers.append({"unit": estimate.unit.key, "channels": estimate.channels, "live": estimate.live,
                            "effective": estimate.effective, "cap": caps[len(layers)][0], "removed": k})
         entry = {"round": phase_index + 1, "alpha": alpha, "target_beyond_estimate": beyond,
-                 "sparsity_after": self._sparsity(), "layers": layers}
+                 "sparsity_after": self._sparsity(), "val_accuracy_pruned": self._validate(), "layers": layers}
         self.rounds_log.append(entry)
         if beyond and not self.config.exceed_caps:
             log.warning("singularity: sparsity %.3f is beyond the estimated maximum; round %d pruned to the caps "
