@@ -170,3 +170,15 @@ def test_bad_configurations_are_usage_errors(batches):
     with pytest.raises(UsageError, match="calibration"):
         _prune(no_data, batches, epochs=1)
     assert copy.deepcopy(method.config) == method.config
+
+
+def test_an_allocation_sets_the_total_that_level_one_spreads_under_the_caps(batches):
+    method = _method(0.0)
+    method.use_allocation({"c1.weight": 0.5})  # e.g. from --budget: 4 of c1's 8 filters
+    _prune(method, batches, epochs=1)
+    width = 8 * 9  # c1: 8 input channels x 3x3 per filter
+    total = sum(p.numel() for n, p in make_net().named_parameters() if n.endswith("weight") and p.dim() == 4)
+    assert method._target() == pytest.approx(4 * width / total)
+    (entry,) = method.rounds_log
+    assert entry["sparsity_after"] >= method._target() - 1e-12
+    assert all(layer["removed"] <= layer["cap"] for layer in entry["layers"])

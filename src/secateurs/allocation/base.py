@@ -40,6 +40,8 @@ class Allocator(ABC):
 
     registry_name: ClassVar[str] = ""
     needs_reward: ClassVar[bool] = False
+    #: Whether it analyses the model on calibration images from the training data (``problem.calibration``).
+    needs_calibration: ClassVar[bool] = False
     #: Options the allocator reads from ``problem.options`` (anything else is a usage error).
     options: ClassVar[tuple[str, ...]] = ()
 

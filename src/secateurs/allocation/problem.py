@@ -87,13 +87,14 @@ class AllocationProblem:
         options: Allocator options (episodes, minutes, ...).
         run_dir: Where a search may checkpoint; None for no checkpoint.
         seed: Seed of the allocator's randomness.
+        calibration: Training images for allocators that analyse the model (``needs_calibration``).
     """
 
     def __init__(self, model: nn.Module, targets: Sequence[Target], granularity: Granularity,
                  example_input: Tensor, *, groups: Sequence[Any] | None = None, budgets: Sequence[Budget] = (),
                  sparsity: float | None = None, reward: Callable[..., float] | None = None,
                  options: Mapping[str, Any] | None = None, run_dir: Any = None, seed: int = 0,
-                 show_progress: bool = False) -> None:
+                 show_progress: bool = False, calibration: Tensor | None = None) -> None:
         self.model = model
         self.targets = list(targets)
         self.granularity = granularity
@@ -106,6 +107,7 @@ class AllocationProblem:
         self.run_dir = run_dir
         self.seed = seed
         self.show_progress = show_progress
+        self.calibration = calibration
         if not self.budgets and sparsity is None:
             raise UsageError("an allocation needs a sparsity or at least one budget")
         self.keys = build_keys(model, self.targets, granularity, self.groups)

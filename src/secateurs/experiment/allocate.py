@@ -55,6 +55,13 @@ def _reward(config: RunConfig, model: nn.Module, data: Any) -> Any:
     return CalibrationReward(model, x, y, finetune_steps=steps, train=(data.train.x, data.train.y))
 
 
+def _calibration(config: RunConfig, data: Any) -> torch.Tensor:
+    from secateurs.allocation.reward import calibration_split
+
+    samples = int(config.allocation_options.get("calibration", CALIBRATION_SAMPLES))
+    return calibration_split(data.train.x, data.train.y, samples, config.seed)[0]
+
+
 def plan_allocation(config: RunConfig, model: nn.Module, data: Any, targets: list[Any], groups: list[Any] | None,
                     out: Path, *, resume: bool, show_progress: bool = False) -> PlannedAllocation | None:
     """The run's allocation (None for a plain sparsity run without an allocator)."""
@@ -69,6 +76,7 @@ def plan_allocation(config: RunConfig, model: nn.Module, data: Any, targets: lis
         sparsity=None if config.budgets else method_config.sparsity,
         reward=_reward(config, model, data) if cls.needs_reward else None,
         options=config.allocation_options, run_dir=out, seed=config.seed, show_progress=show_progress,
+        calibration=_calibration(config, data) if cls.needs_calibration else None,
     )
     problem.check_meetable()
     saved = out / ALLOCATION

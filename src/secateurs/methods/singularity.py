@@ -40,6 +40,7 @@ from secateurs.analysis.singularity.spectrum import Criterion
 from secateurs.analysis.singularity.units import AnalysisUnit, analysis_units
 from secateurs.core.granularity import Filter, Granularity, parse_granularity
 from secateurs.core.parametrize import FixedMask, MaskParametrization
+from secateurs.core.selection import keep_count
 from secateurs.core.targets import Target
 from secateurs.errors import UsageError
 from secateurs.methods.base import Horizon, MethodConfig, Phase, PruningMethod
@@ -188,7 +189,7 @@ class SingularityPruning(PruningMethod):
             self.rounds_log[-1]["val_accuracy_after"] = accuracy
             if self._revert_if_worse(accuracy):
                 return
-        if self._sparsity() >= float(self.config.sparsity or 0.0) - 1e-12:
+        if self._sparsity() >= self._target() - 1e-12:
             self.stopped = "target reached"
             return
         # Round 1 is held to the caps and the user's target; a later round goes further, so keep
@@ -254,6 +255,21 @@ class SingularityPruning(PruningMethod):
         shape = next(t.shape for t in self.targets if t.name == name)
         return shape.numel() // shape[0]
 
+    def _target(self) -> float:
+        """The overall sparsity to reach: ``--sparsity``, or the total of an allocation (``--budget``,
+        ``--allocation``): level 1 then spreads that total under the caps itself."""
+        if not self.allocation:
+            return float(self.config.sparsity or 0.0)
+        masked = 0
+        for name, p in self.parametrizations.items():
+            assert isinstance(p, FixedMask)
+            tie = self.ties.get(name)
+            units = tie[0].units if tie is not None else int(p.mask.numel())
+            width = tie[0].width if tie is not None else self._unit_width(name)
+            kept = max(1, keep_count(units, self.allocation.get(name, 0.0)))
+            masked += (units - kept) * width
+        return masked / self._target_elements if self._target_elements else 0.0
+
     def _sparsity(self) -> float:
         return self._masked_elements() / self._target_elements if self._target_elements else 0.0
 
@@ -275,7 +291,7 @@ class SingularityPruning(PruningMethod):
             self.first_estimate = summary.to_dict()
         caps = [cap_counts(e.live, e.effective, e.channels, self.config.kappa) for e in estimates]
         masked_now = self._masked_elements()
-        target = float(self.config.sparsity or 0.0)
+        target = self._target()
 
         def reached(alpha: float) -> bool:
             ks = removal_counts(caps, alpha)
