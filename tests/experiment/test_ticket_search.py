@@ -1,4 +1,5 @@
-"""Parallel CS ticket search: replicas sharing one data pass, curve outputs, costs, resume, CLI."""
+"""Parallel ticket search (CS): replicas sharing one data pass of `fit_replicas`, curve outputs, costs,
+resume, CLI."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 import torch
 
 import secateurs.experiment.ticket_search as ts
+import secateurs.train.loop as loop
 from secateurs.cli.main import main
 from secateurs.core.masks import MaskSet
 from secateurs.errors import UsageError
@@ -33,7 +35,7 @@ def test_outputs_and_costs(tmp_path):
     cost = result["cost"]
     assert cost["replicas"] == 2 and cost["epochs"] == 4 and cost["sequential_epochs"] == 2
     assert result["imp"] == imp_cost(2, 1) and result["imp"]["epochs"] == 3
-    for name in ("curve.json", "curve.md", "curve.png", "metrics.jsonl", "state.pt", "search.json"):
+    for name in ("curve.json", "curve.md", "curve.png", "metrics.jsonl", "checkpoint.pt", "search.json"):
         assert (tmp_path / name).exists(), name
     assert json.loads((tmp_path / "curve.json").read_text()) == json.loads(json.dumps(result))
     assert "| s0 (setting) | sparsity |" in (tmp_path / "curve.md").read_text()
@@ -64,16 +66,16 @@ def test_target_sparsities_are_exact(tmp_path):
 
 def test_resume_gives_the_same_curve(tmp_path, monkeypatch):
     straight = search_tickets(base(), "s0", [0.05, 0.0], tmp_path / "a", imp="none")
-    real_save = ts._save_state
+    real_save = loop.save_checkpoint
 
-    def save_then_die(path, replicas, epochs_done, *args):
-        real_save(path, replicas, epochs_done, *args)
+    def save_then_die(*args, **kwargs):
+        real_save(*args, **kwargs)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ts, "_save_state", save_then_die)
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         search_tickets(base(), "s0", [0.05, 0.0], tmp_path / "b", imp="none")
-    monkeypatch.setattr(ts, "_save_state", real_save)
+    monkeypatch.setattr(loop, "save_checkpoint", real_save)
     with pytest.raises(UsageError, match="resume"):
         search_tickets(base(), "s0", [0.05, 0.0], tmp_path / "b", imp="none")
     resumed = search_tickets(base(), "s0", [0.05, 0.0], tmp_path / "b", resume=True, imp="none")
@@ -105,4 +107,4 @@ def test_cli(tmp_path, capsys):
     assert "--resume" in capsys.readouterr().err
     assert main([*argv, "--resume"]) == 0
     code = main(["search-tickets", "--model", "mlp", *QUICK, "--method", "gmp", "--out", str(tmp_path / "x")])
-    assert code == 2 and "continuous sparsification" in capsys.readouterr().err
+    assert code == 2 and "cannot search tickets; methods that can: continuous-sparsification" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""``secateurs search-tickets``: a Continuous Sparsification ticket search over several settings at once.
+"""``secateurs search-tickets``: a lottery-ticket search over several settings of one method at once.
 
 Example::
 
@@ -6,8 +6,10 @@ Example::
         --vary s0 --values -0.2,-0.1,0,0.1 --out runs/cs-tickets
 
 Each value of ``--vary`` gets its own replica of the network, trained on the same batches (one pass
-over the data); the flags of ``prune`` apply (``-o KEY=VALUE`` sets CS options shared by all
+over the data); the flags of ``prune`` apply (``-o KEY=VALUE`` sets method options shared by all
 replicas, ``--epochs`` is the budget of each replica: its search rounds plus the ticket training).
+``--method`` is any method that declares a ticket search (``secateurs list methods``); the default
+is the only such method when there is one. ``--vary`` and ``--values`` default to the method's own.
 """
 
 from __future__ import annotations
@@ -24,14 +26,12 @@ from secateurs.errors import UsageError
 
 __all__ = ["Command", "parse_values"]
 
-DEFAULT_VALUES = "-0.3,-0.2,-0.1,0.0,0.1"
-
 
 def parse_values(text: str) -> list[Any]:
     """``"-0.1,0,0.1"`` -> ``[-0.1, 0, 0.1]`` (each item read as YAML, so numbers become numbers)."""
     items = [t.strip() for t in text.split(",") if t.strip()]
     if not items:
-        raise UsageError("--values needs a comma-separated list, e.g. --values -0.1,0,0.1")
+        raise UsageError("--values needs a comma-separated list, e.g. --values=-0.1,0,0.1")
     out = []
     for item in items:
         try:
@@ -43,30 +43,41 @@ def parse_values(text: str) -> list[Any]:
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
     add_run_arguments(p, pruning=True)
-    p.add_argument("--vary", default="s0", help="the CS option varied across settings (s0, lam, sparsity, ...)")
-    p.add_argument("--values", default=DEFAULT_VALUES, help=f"comma-separated values (default {DEFAULT_VALUES})")
+    p.add_argument("--vary", help="the method option varied across settings (default: the method's, s0 for cs)")
+    p.add_argument("--values", help="comma-separated values (default: the method's); --values=-0.1,0 for negatives")
     p.add_argument("--imp", choices=["compute", "measure", "none"], default="compute",
                    help="IMP's cost for the same curve: compute it, measure it (runs lottery), or skip")
 
 
+def _method(given: dict[str, Any]) -> str:
+    from secateurs.experiment.ticket_search import ticket_methods
+    from secateurs.methods import METHODS
+
+    if given.get("method") is not None:
+        return METHODS.canonical(given["method"])
+    names = ticket_methods()
+    if len(names) != 1:
+        raise UsageError(f"give --method, one of the methods that search tickets: {', '.join(names)}")
+    return names[0]
+
+
 def _run(args: argparse.Namespace) -> int:
-    from secateurs.experiment.ticket_search import METHOD, search_tickets
+    from secateurs.experiment.ticket_search import search_tickets, ticket_spec
 
     given = vars(args)
-    if given.get("method") not in (None, "cs", METHOD):
-        raise UsageError("search-tickets searches with continuous sparsification; leave out --method")
-    args.method = METHOD
-    values = parse_values(args.values)
+    args.method = _method(given)
+    spec = ticket_spec(args.method)
+    vary = (args.vary or spec.vary).replace("-", "_")
+    values = parse_values(args.values) if args.values is not None else list(spec.values)
     options = [o for o in given.get("option", [])]
-    if args.vary.replace("-", "_") == "sparsity":
+    if vary == "sparsity":
         args.sparsity = values[0]  # the base config must be valid; replicas override it
-    elif "sparsity" not in given:
-        options.append("free=true")  # the paper's ticket search: sparsity emerges from the varied setting
+    elif "sparsity" not in given:  # the sparsity emerges from the varied setting
+        options += [f"{k}={v}" for k, v in spec.untargeted.items()]
     args.option = options
     base = run_config_from_args(args, pruning=True)
-    result = search_tickets(base, args.vary.replace("-", "_"), values, args.out, resume=args.resume, imp=args.imp,
+    result = search_tickets(base, vary, values, args.out, resume=args.resume, imp=args.imp,
                             show_progress=sys.stderr.isatty())
-    vary = result["vary"]
     lines = [f"{vary}={p['value']}: sparsity {p['sparsity']:.4f} ticket accuracy {p['accuracy']:.2f}%"
              for p in sorted(result["points"], key=lambda p: p["sparsity"])]
     c = result["cost"]
@@ -80,5 +91,5 @@ def _run(args: argparse.Namespace) -> int:
 
 
 #: The subcommand object, wired into ``COMMANDS`` as ``"search-tickets"``.
-Command = Subcommand("search tickets with continuous sparsification at several settings in one pass",
+Command = Subcommand("search lottery tickets at several settings of one method in one pass",
                       _add_arguments, _run)

@@ -23,7 +23,7 @@ from secateurs.experiment.record import RunOrigin, finish_record, start_record
 from secateurs.experiment.report import build_report
 from secateurs.models import build_model
 from secateurs.train import fit
-from secateurs.train.checkpoint import load_model_weights
+from secateurs.train.checkpoint import checkpoint_weights, load_model_weights
 from secateurs.train.loop import CHECKPOINT
 from secateurs.utils.io import load_safetensors, load_weights_only, read_json, save_json, save_safetensors
 
@@ -68,8 +68,8 @@ def load_dense_weights(source: str | Path) -> tuple[dict[str, torch.Tensor], flo
     if path.suffix == ".safetensors":
         return load_safetensors(path), accuracy
     state = load_weights_only(path)
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]  # a training checkpoint
+    if isinstance(state, dict) and state.get("format") in (1, 2) and ("model" in state or "replicas" in state):
+        state = checkpoint_weights(state)  # a training checkpoint
     if not isinstance(state, dict):
         raise UsageError(f"{path} does not hold a state dict")
     return state, accuracy

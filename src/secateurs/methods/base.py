@@ -36,6 +36,7 @@ from secateurs.core.selection import SCOPES
 from secateurs.core.targets import Target, select_targets
 from secateurs.config_validation import validate_fields
 from secateurs.errors import UsageError
+from secateurs.methods.ticket import TicketSearch
 from secateurs.structured.coupled_masks import SharedGate, TiedGroup
 from secateurs.structured.groups import ChannelGroup
 from secateurs.structured.mask_binder import MaskBinder
@@ -142,6 +143,9 @@ class PruningMethod(ABC):
     #: Whether training draws a new mask at every step (batch-norm statistics then average over many
     #: masks, and runs re-estimate them for the final one by default: ``TrainConfig.bn_recalibration``).
     samples_masks: ClassVar[bool] = False
+    #: How the method searches lottery tickets over several settings in one data pass
+    #: (:func:`secateurs.experiment.search_tickets`); None: it cannot.
+    ticket_search: ClassVar[TicketSearch | None] = None
 
     def __init__(self, config: MethodConfig) -> None:
         if not isinstance(config, self.Config):
@@ -276,6 +280,11 @@ class PruningMethod(ABC):
     def penalty(self) -> Tensor | None:
         """Extra loss term added to the task loss (default: none)."""
         return None
+
+    def ticket_fields(self) -> dict[str, Any]:
+        """Values a ticket search reports for this method's ticket beside its sparsity and accuracy
+        (default none; see :attr:`ticket_search`)."""
+        return {}
 
     # ----------------------------------------------------------------- masks
     def mask_parameters(self) -> list[nn.Parameter]:

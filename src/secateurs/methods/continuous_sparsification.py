@@ -46,6 +46,7 @@ from secateurs.methods._cs_gate import CSGate, beta_at, ramp
 from secateurs.methods.base import MethodConfig, Phase, PruningMethod
 from secateurs.methods.registry import METHODS
 from secateurs.methods.rewind import rewind_, round_sparsity, snapshot
+from secateurs.methods.ticket import TicketSearch
 
 __all__ = ["CSConfig", "CSGate", "ContinuousSparsification"]
 
@@ -181,6 +182,9 @@ class ContinuousSparsification(PruningMethod):
 
     Config = CSConfig
     config: CSConfig
+    # The paper's ticket search: free masks whose sparsity emerges from s0 (or λ), rewind, train the ticket.
+    ticket_search = TicketSearch(options={"mode": "ticket"}, untargeted={"free": True}, targeted={"free": False},
+                                 vary="s0", values=(-0.3, -0.2, -0.1, 0.0, 0.1), label="CS tickets")
 
     def __init__(self, config: CSConfig) -> None:
         super().__init__(config)
@@ -516,6 +520,9 @@ class ContinuousSparsification(PruningMethod):
         self._natural, self._flipped = state.get("natural"), state.get("flipped")
         for g in self.gates().values():  # the model's state (loaded first) says whether the mask is fixed
             g.scores.requires_grad_(not bool(g.frozen))
+
+    def ticket_fields(self) -> dict[str, Any]:
+        return {"natural_sparsity": self._natural}
 
     def report_extras(self) -> dict[str, Any]:
         gates = list(self.gates().values())

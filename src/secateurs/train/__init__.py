@@ -2,6 +2,6 @@
 
 from secateurs.train.config import TrainConfig
 from secateurs.train.evaluate import evaluate
-from secateurs.train.loop import Callback, FitResult, fit
+from secateurs.train.loop import Callback, FitResult, Replica, fit, fit_replicas
 
-__all__ = ["Callback", "FitResult", "TrainConfig", "evaluate", "fit"]
+__all__ = ["Callback", "FitResult", "Replica", "TrainConfig", "evaluate", "fit", "fit_replicas"]

@@ -5,6 +5,11 @@ built; per step the method's penalty joins the task loss and ``method.on_step`` 
 optimizer step; per epoch the model is evaluated, a line goes to ``metrics.jsonl`` and a checkpoint
 is written atomically, so ``resume=True`` continues a killed run to the same final weights.
 
+:func:`fit_replicas` trains several replicas (a model and its method each) on the *same* batches:
+one data pass (loading, shuffling, augmentation) for K networks, each with its own optimizer, the
+phases of their methods in lock step. :func:`fit` is the one-replica case. The replicas take their
+steps one after another within each batch, so a replica's training is that of a run of its own.
+
 A run that diverges (a non-finite loss, weight or mask state) stops with a :class:`DivergedError`
 before anything of the bad epoch is logged or saved: the last checkpoint stays the last good one.
 """
@@ -22,20 +27,20 @@ import torch
 from torch import Tensor, nn
 
 from secateurs.core.targets import Target
-from secateurs.errors import DivergedError
+from secateurs.errors import DivergedError, UsageError
 from secateurs.methods.base import Horizon, Phase, PruningMethod
 from secateurs.train.checkpoint import load_checkpoint, load_model_weights, restore_rng, save_checkpoint
 from secateurs.train.config import TrainConfig
+from secateurs.train.evaluate import autocast_for, evaluate
+from secateurs.train.optim import build_optimizer, lr_factor
 from secateurs.train.progress import progress_bar
 from secateurs.train.speed import accelerate, to_memory_format
+from secateurs.utils.io import append_jsonl, remove_stale_temporaries, trim_jsonl
 
 if TYPE_CHECKING:
     from secateurs.structured.groups import ChannelGroup
-from secateurs.train.evaluate import autocast_for, evaluate
-from secateurs.train.optim import build_optimizer, lr_factor
-from secateurs.utils.io import append_jsonl
 
-__all__ = ["Callback", "FitResult", "fit"]
+__all__ = ["Callback", "FitResult", "Replica", "fit", "fit_replicas"]
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
@@ -66,6 +71,105 @@ class FitResult:
     seconds: float = 0.0
 
 
+@dataclass
+class Replica:
+    """One network of :func:`fit_replicas`.
+
+    Attributes:
+        model: the network, on its device.
+        method: its pruning method, already attached to ``model`` (None: dense training).
+        tags: fields added to each of its records in ``metrics.jsonl`` (e.g. ``{"replica": 0}``).
+    """
+
+    model: nn.Module
+    method: PruningMethod | None = None
+    tags: dict[str, Any] = field(default_factory=dict)
+
+
+class _Lane:
+    """A replica in training: its compiled module, optimizer, history and the running epoch's sums."""
+
+    def __init__(self, replica: Replica, config: TrainConfig) -> None:
+        self.model, self.method, self.tags = replica.model, replica.method, replica.tags
+        # The module for forward passes (compiled or not); ``model`` itself is what gets saved.
+        self.net = accelerate(replica.model, compile_mode=config.compile, channels_last=config.channels_last)
+        self.config = config
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.history: list[dict[str, Any]] = []
+        self.device = next(replica.model.parameters()).device
+
+    def phases(self) -> list[Phase]:
+        return self.method.phases() if self.method is not None else [Phase("train", self.config.epochs)]
+
+    def start_phase(self, index: int) -> None:
+        self.optimizer = build_optimizer(self.model, self.config, self.method)
+        if self.method is not None:
+            self.method.on_phase_start(index)
+
+    def start_epoch(self, epoch: int) -> None:
+        if self.method is not None:
+            self.method.on_epoch_start(epoch)
+        self.net.train()
+        # Sums stay on the device: no host synchronisation inside the step loop.
+        self.loss_sum = torch.zeros((), device=self.device)
+        self.correct = torch.zeros((), device=self.device, dtype=torch.long)
+        self.first_bad = torch.full((), -1, device=self.device, dtype=torch.long)
+
+    def step(self, x: Tensor, y: Tensor, step: int, scale: float) -> None:
+        """One optimizer step on the batch; ``step`` counts the steps done before it."""
+        assert self.optimizer is not None
+        config, method = self.config, self.method
+        for g in self.optimizer.param_groups:
+            g["lr"] = g["base_lr"] * scale
+        if method is not None:
+            method.lr_scale = scale
+        with autocast_for(self.device, config.amp):
+            out = self.net(x)
+            loss = nn.functional.cross_entropy(out.float(), y, label_smoothing=config.label_smoothing)
+        total = loss
+        extra: Tensor | None = method.penalty() if method is not None else None
+        if extra is not None:
+            total = total + extra
+        self.first_bad = torch.where((self.first_bad < 0) & ~torch.isfinite(total.detach()), step + 1, self.first_bad)
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if config.grad_clip > 0:
+            nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], config.grad_clip)
+        self.optimizer.step()
+        if method is not None:
+            method.on_step(step + 1)
+        self.loss_sum += loss.detach() * y.numel()
+        self.correct += (out.detach().argmax(1) == y).sum()
+
+    def divergence(self) -> tuple[str, int | None] | None:
+        """What went non-finite in this epoch (and the first bad step), or None."""
+        bad = int(self.first_bad)
+        if bad >= 0:
+            return "the loss is not finite", bad
+        name = _non_finite_tensor(self.model)
+        return (f"{name} is not finite", None) if name is not None else None
+
+    def record(self, epoch: int, phase: str, step: int, count: int, eval_loader: Any) -> dict[str, Any]:
+        """The epoch's line of ``metrics.jsonl`` (without ``seconds``)."""
+        assert self.optimizer is not None
+        record: dict[str, Any] = {"epoch": epoch + 1, "phase": phase, **self.tags, "step": step,
+                                  "train_loss": float(self.loss_sum) / max(count, 1),
+                                  "train_accuracy": 100.0 * float(self.correct) / max(count, 1),
+                                  "lr": self.optimizer.param_groups[0]["lr"]}
+        if self.method is not None:
+            record["sparsity"] = self.method.hard_masks().sparsity()
+            record.update(self.method.on_epoch_end(epoch))
+        if eval_loader is not None:
+            scores = evaluate(self.net, eval_loader, amp=self.config.amp, channels_last=self.config.channels_last)
+            record.update({f"eval_{k}": v for k, v in scores.items()})
+        return record
+
+    def result(self) -> FitResult:
+        last = self.history[-1] if self.history else {}
+        final = {"loss": last["eval_loss"], "accuracy": last["eval_accuracy"]} if "eval_accuracy" in last else {}
+        return FitResult(history=self.history, final=final, seconds=last.get("seconds", 0.0))
+
+
 def _phase_bounds(phases: Sequence[Phase]) -> list[tuple[int, int]]:
     bounds, start = [], 0
     for p in phases:
@@ -74,60 +178,24 @@ def _phase_bounds(phases: Sequence[Phase]) -> list[tuple[int, int]]:
     return bounds
 
 
-def _train_epoch(
-    model: nn.Module,
-    loader: EpochLoader,
-    optimizer: torch.optim.Optimizer,
-    method: PruningMethod | None,
-    config: TrainConfig,
-    *,
-    step: int,
-    phase_step0: int,
-    factor: Any,
-    progress: Any,
-) -> tuple[int, dict[str, float], int | None]:
-    """One epoch; returns the step count, the epoch's logs and the first step with a non-finite loss."""
-    device = next(model.parameters()).device
-    model.train()
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    first_bad = torch.full((), -1, device=device, dtype=torch.long)  # on the device: no sync per step
+def _train_epoch(lanes: list[_Lane], loader: EpochLoader, config: TrainConfig, *, step: int, phase_step0: int,
+                 factor: Any, progress: Any) -> tuple[int, int]:
+    """One epoch of every lane on the same batches; returns the step count and the samples seen."""
+    device = lanes[0].device
     count = 0
     for x, y in loader:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         x = to_memory_format(x, config.channels_last)
         scale = factor(step - phase_step0)
-        for g in optimizer.param_groups:
-            g["lr"] = g["base_lr"] * scale
-        if method is not None:
-            method.lr_scale = scale
-        with autocast_for(device, config.amp):
-            out = model(x)
-            loss = nn.functional.cross_entropy(out.float(), y, label_smoothing=config.label_smoothing)
-        total = loss
-        extra: Tensor | None = method.penalty() if method is not None else None
-        if extra is not None:
-            total = total + extra
-        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(total.detach()), step + 1, first_bad)
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        if config.grad_clip > 0:
-            nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], config.grad_clip)
-        optimizer.step()
+        for lane in lanes:
+            lane.step(x, y, step, scale)
         step += 1
-        if method is not None:
-            method.on_step(step)
-        # Accumulate on the device: no host synchronisation inside the step loop.
-        loss_sum += loss.detach() * y.numel()
-        correct += (out.detach().argmax(1) == y).sum()
         count += y.numel()
         if progress is not None:
             progress()
-        if step % DIVERGENCE_CHECK_STEPS == 0 and int(first_bad) >= 0:
+        if step % DIVERGENCE_CHECK_STEPS == 0 and any(int(lane.first_bad) >= 0 for lane in lanes):
             break  # the rest of the epoch would train on NaN
-    bad = int(first_bad)
-    logs = {"train_loss": float(loss_sum) / max(count, 1), "train_accuracy": 100.0 * float(correct) / max(count, 1)}
-    return step, logs, (bad if bad >= 0 else None)
+    return step, count
 
 
 def _non_finite_tensor(model: nn.Module) -> str | None:
@@ -144,15 +212,153 @@ def _non_finite_value(record: dict[str, Any]) -> str | None:
     return next((k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)), None)
 
 
-def _diverged(what: str, epoch: int, step: int | None, run_path: Path | None, epochs_done: int) -> DivergedError:
+def _diverged(what: str, lane: _Lane, epoch: int, step: int | None, run_path: Path | None,
+              epochs_done: int) -> DivergedError:
     """One line: where training diverged, which checkpoint is the last good one, what to try."""
     where = f"epoch {epoch}" + (f" (step {step})" if step is not None else "")
+    if lane.tags:
+        where += " of the replica " + ", ".join(f"{k}={v}" for k, v in lane.tags.items())
     if run_path is not None and epochs_done > 0 and (run_path / CHECKPOINT).exists():
         kept = f"the last good checkpoint is {run_path / CHECKPOINT} (epoch {epochs_done})"
     else:
         kept = "no good checkpoint was written"
     return DivergedError(f"training diverged in {where}: {what}; {kept}; "
                          "try a lower learning rate (--lr) or a warm-up (--warmup-epochs)")
+
+
+def _shared_phases(lanes: list[_Lane]) -> list[Phase]:
+    layouts = {tuple(lane.phases()) for lane in lanes}
+    if len(layouts) != 1:
+        raise UsageError("the replicas' methods split training into different phases; "
+                         "replicas must share one pass over the data")
+    return lanes[0].phases()
+
+
+class _Training:
+    """The state of one ``fit_replicas`` call: its lanes, counters and run directory."""
+
+    def __init__(self, lanes: list[_Lane], loader: EpochLoader, config: TrainConfig, eval_loader: Any,
+                 run_path: Path | None, callbacks: Sequence[Callback]) -> None:
+        self.lanes, self.loader, self.config, self.eval_loader = lanes, loader, config, eval_loader
+        self.run_path, self.callbacks = run_path, callbacks
+        self.phases = _shared_phases(lanes)
+        self.bounds = _phase_bounds(self.phases)
+        self.steps = len(loader)
+        self.epochs_done, self.step = 0, 0
+        self.start_time = time.perf_counter()
+
+    def prepare(self, resume: bool) -> None:
+        """Clean the run directory of a killed run's leftovers; load the checkpoint when resuming."""
+        if self.run_path is None:
+            return
+        remove_stale_temporaries(self.run_path)
+        if resume and (self.run_path / CHECKPOINT).exists():
+            self._restore(self.run_path / CHECKPOINT)
+        # Lines of epochs after the checkpoint (a kill between the two writes) are dropped.
+        trim_jsonl(self.run_path / METRICS, lambda record: record.get("epoch", 0) <= self.epochs_done)
+
+    def _restore(self, path: Path) -> None:
+        state = load_checkpoint(path, self.lanes[0].device)
+        if len(state["replicas"]) != len(self.lanes):
+            raise UsageError(f"{path} holds {len(state['replicas'])} replicas, not {len(self.lanes)}")
+        self.epochs_done, self.step = state["epochs_done"], state["step"]
+        # Mid-phase the phase's optimizer state continues; at a phase boundary a fresh one is built.
+        mid_phase = any(a < self.epochs_done < b for a, b in self.bounds)
+        for lane, saved in zip(self.lanes, state["replicas"], strict=True):
+            load_model_weights(lane.model, saved["model"], str(path))
+            if lane.method is not None:
+                lane.method.load_state_dict(saved["method"])
+            lane.history = list(saved["history"])
+            if mid_phase:
+                lane.optimizer = build_optimizer(lane.model, self.config, lane.method)
+                lane.optimizer.load_state_dict(saved["optimizer"])
+        restore_rng(state)
+        history = self.lanes[0].history
+        self.start_time = time.perf_counter() - (history[-1]["seconds"] if history else 0.0)
+
+    def run(self, progress: Any) -> None:
+        """Train the remaining epochs of every phase."""
+        for index, (phase, (first, last)) in enumerate(zip(self.phases, self.bounds, strict=True)):
+            if self.epochs_done >= last:
+                continue
+            if self.epochs_done == first:
+                for lane in self.lanes:
+                    lane.start_phase(index)
+            factor = lr_factor(self.config, phase.epochs * self.steps, self.steps)
+            for epoch in range(self.epochs_done, last):
+                records = self._epoch(epoch, phase.name, first * self.steps, factor, progress)
+                self._commit(records)
+
+    def _epoch(self, epoch: int, phase: str, phase_step0: int, factor: Any, progress: Any) -> list[dict[str, Any]]:
+        """Train one epoch; check every lane before anything of it is written; return its records."""
+        self.loader.set_epoch(epoch)
+        for lane in self.lanes:
+            lane.start_epoch(epoch)
+        self.step, count = _train_epoch(self.lanes, self.loader, self.config, step=self.step,
+                                        phase_step0=phase_step0, factor=factor, progress=progress)
+        for lane in self.lanes:
+            if (bad := lane.divergence()) is not None:
+                raise _diverged(bad[0], lane, epoch + 1, bad[1], self.run_path, self.epochs_done)
+        records = [lane.record(epoch, phase, self.step, count, self.eval_loader) for lane in self.lanes]
+        seconds = time.perf_counter() - self.start_time
+        for lane, record in zip(self.lanes, records, strict=True):
+            record["seconds"] = seconds
+            if (key := _non_finite_value(record)) is not None:
+                raise _diverged(f"{key} is {record[key]}", lane, epoch + 1, None, self.run_path, self.epochs_done)
+        return records
+
+    def _commit(self, records: list[dict[str, Any]]) -> None:
+        """Log the epoch's records, write the checkpoint, tell the callbacks."""
+        for lane, record in zip(self.lanes, records, strict=True):
+            lane.history.append(record)
+        self.epochs_done = records[0]["epoch"]
+        if self.run_path is not None:
+            for record in records:
+                append_jsonl(record, self.run_path / METRICS)
+            save_checkpoint(self.run_path / CHECKPOINT, [
+                {"model": lane.model, "optimizer": lane.optimizer, "method": lane.method, "history": lane.history}
+                for lane in self.lanes
+            ], epochs_done=self.epochs_done, step=self.step)
+        for record in records:
+            for cb in self.callbacks:
+                cb.on_epoch_end(record)
+
+
+def fit_replicas(
+    replicas: Sequence[Replica],
+    train_loader: EpochLoader,
+    *,
+    config: TrainConfig,
+    eval_loader: Iterable[tuple[Tensor, Tensor]] | None = None,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    callbacks: Sequence[Callback] = (),
+    show_progress: bool = False,
+) -> list[FitResult]:
+    """Train every replica for ``config.epochs`` epochs on the same batches (one data pass).
+
+    Methods must be attached (:meth:`PruningMethod.attach`) and split training into the same phases.
+    Arguments as in :func:`fit`; ``metrics.jsonl`` gets one line per epoch and replica (with the
+    replica's tags) and the checkpoint holds every replica. Returns one result per replica.
+    """
+    if not replicas:
+        raise ValueError("fit_replicas needs at least one replica")
+    lanes = [_Lane(r, config) for r in replicas]
+    training = _Training(lanes, train_loader, config, eval_loader, Path(run_dir) if run_dir is not None else None,
+                         callbacks)
+    training.prepare(resume)
+    steps = len(train_loader)
+    bar = progress_bar(show_progress, total=config.epochs * steps, done=training.epochs_done * steps)
+    try:
+        training.run(bar.advance if bar is not None else None)
+    finally:
+        if bar is not None:
+            bar.close()
+    results = [lane.result() for lane in lanes]
+    for lane, result in zip(lanes, results, strict=True):
+        if not result.final and eval_loader is not None:
+            result.final = evaluate(lane.net, eval_loader, amp=config.amp, channels_last=config.channels_last)
+    return results
 
 
 def fit(
@@ -189,84 +395,13 @@ def fit(
 
     Returns:
         The history of epoch records and the final evaluation.
+
+    Raises:
+        DivergedError: the loss, a weight or the mask state became non-finite (the checkpoint of
+            the last good epoch stays in ``run_dir``).
     """
-    horizon = Horizon(config.epochs, len(train_loader), pretrained=pretrained)
     if method is not None and method.model is None:
+        horizon = Horizon(config.epochs, len(train_loader), pretrained=pretrained)
         method.attach(model, targets, horizon, channel_groups=channel_groups)
-    # The module for forward passes (compiled or not); ``model`` itself is what gets saved.
-    net = accelerate(model, compile_mode=config.compile, channels_last=config.channels_last)
-    phases = method.phases() if method is not None else [Phase("train", config.epochs)]
-    bounds = _phase_bounds(phases)
-    run_path = Path(run_dir) if run_dir is not None else None
-    device = next(model.parameters()).device
-
-    epochs_done, step, history, optimizer = 0, 0, [], None
-    if resume and run_path is not None and (run_path / CHECKPOINT).exists():
-        state = load_checkpoint(run_path / CHECKPOINT, device)
-        load_model_weights(model, state["model"], str(run_path / CHECKPOINT))
-        if method is not None:
-            method.load_state_dict(state["method"])
-        epochs_done, step, history = state["epochs_done"], state["step"], list(state["history"])
-        restore_rng(state)
-        phase_index = next(i for i, (a, b) in enumerate(bounds) if a <= epochs_done < b) if epochs_done < config.epochs else None
-        if phase_index is not None and bounds[phase_index][0] < epochs_done:
-            # Mid-phase: the phase's optimizer state continues; at a phase boundary a fresh one is built.
-            optimizer = build_optimizer(model, config, method)
-            optimizer.load_state_dict(state["optimizer"])
-
-    bar = progress_bar(show_progress, total=config.epochs * len(train_loader), done=epochs_done * len(train_loader))
-    start_time = time.perf_counter() - (history[-1]["seconds"] if history else 0.0)
-    try:
-        for index, (phase, (first, last)) in enumerate(zip(phases, bounds)):
-            if epochs_done >= last:
-                continue
-            if epochs_done == first:
-                optimizer = build_optimizer(model, config, method)
-                if method is not None:
-                    method.on_phase_start(index)
-            assert optimizer is not None
-            factor = lr_factor(config, phase.epochs * len(train_loader), len(train_loader))
-            for epoch in range(epochs_done, last):
-                train_loader.set_epoch(epoch)
-                if method is not None:
-                    method.on_epoch_start(epoch)
-                step, logs, bad_step = _train_epoch(
-                    net, train_loader, optimizer, method, config,
-                    step=step, phase_step0=first * len(train_loader), factor=factor,
-                    progress=bar.advance if bar is not None else None,
-                )
-                if bad_step is not None:
-                    raise _diverged("the loss is not finite", epoch + 1, bad_step, run_path, epochs_done)
-                if (name := _non_finite_tensor(model)) is not None:
-                    raise _diverged(f"{name} is not finite", epoch + 1, None, run_path, epochs_done)
-                record: dict[str, Any] = {"epoch": epoch + 1, "phase": phase.name, "step": step, **logs}
-                record["lr"] = optimizer.param_groups[0]["lr"]
-                if method is not None:
-                    record["sparsity"] = method.hard_masks().sparsity()
-                    record.update(method.on_epoch_end(epoch))
-                if eval_loader is not None:
-                    scores = evaluate(net, eval_loader, amp=config.amp, channels_last=config.channels_last)
-                    record.update({f"eval_{k}": v for k, v in scores.items()})
-                record["seconds"] = time.perf_counter() - start_time
-                if (key := _non_finite_value(record)) is not None:
-                    raise _diverged(f"{key} is {record[key]}", epoch + 1, None, run_path, epochs_done)
-                history.append(record)
-                epochs_done = epoch + 1
-                if run_path is not None:
-                    append_jsonl(record, run_path / METRICS)
-                    save_checkpoint(
-                        run_path / CHECKPOINT, model=model, optimizer=optimizer, method=method,
-                        epochs_done=epochs_done, step=step, history=history,
-                    )
-                for cb in callbacks:
-                    cb.on_epoch_end(record)
-    finally:
-        if bar is not None:
-            bar.close()
-    final: dict[str, float] = {}
-    if history and "eval_accuracy" in history[-1]:
-        final = {"loss": history[-1]["eval_loss"], "accuracy": history[-1]["eval_accuracy"]}
-    elif eval_loader is not None:
-        final = evaluate(net, eval_loader, amp=config.amp, channels_last=config.channels_last)
-    seconds = history[-1]["seconds"] if history else 0.0
-    return FitResult(history=history, final=final, seconds=seconds)
+    return fit_replicas([Replica(model, method)], train_loader, config=config, eval_loader=eval_loader,
+                        run_dir=run_dir, resume=resume, callbacks=callbacks, show_progress=show_progress)[0]

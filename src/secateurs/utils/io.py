@@ -10,7 +10,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -25,15 +25,19 @@ __all__ = [
     "load_safetensors",
     "load_weights_only",
     "read_json",
+    "remove_stale_temporaries",
     "save_json",
     "save_safetensors",
     "save_torch",
     "tensors_digest",
+    "trim_jsonl",
 ]
 
 #: Metadata key of the checksum secateurs writes into its safetensors files: safetensors checks the
 #: header's layout but not the bytes of the tensors, so a flipped bit would otherwise load silently.
 DIGEST_KEY = "secateurs.sha256"
+#: Suffix of the temporary siblings of :func:`atomic_path` (named ``.NAME.RANDOM.tmp``).
+TMP_SUFFIX = ".tmp"
 
 
 @contextmanager
@@ -41,7 +45,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it replaces ``path`` atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -187,3 +191,41 @@ def append_jsonl(obj: Any, path: str | Path) -> None:
         f.write(line)
         f.flush()
         os.fsync(f.fileno())
+
+
+def remove_stale_temporaries(directory: str | Path) -> list[Path]:
+    """Delete the temporary files that :func:`atomic_path` left in ``directory`` when a process was
+    killed mid-write (they are never the current version of anything); returns what was removed."""
+    directory = Path(directory)
+    stale = sorted(directory.glob(f".*{TMP_SUFFIX}")) if directory.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def trim_jsonl(path: str | Path, keep: Callable[[dict[str, Any]], bool]) -> int:
+    """Rewrite the JSON-lines file ``path`` (atomically) with only the objects ``keep`` accepts.
+
+    A line that does not parse (the half-written last line of a killed process) is dropped. Returns
+    the number of lines removed; a missing file is left missing, and one left without lines removed.
+    """
+    path = Path(path)
+    if not path.exists():
+        return 0
+    lines = path.read_text().splitlines()
+    kept = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and keep(record):
+            kept.append(line)
+    if len(kept) == len(lines):
+        return 0
+    if not kept:
+        path.unlink()
+    else:
+        with atomic_path(path) as tmp:
+            tmp.write_text("\n".join(kept) + "\n")
+    return len(lines) - len(kept)
