@@ -26,7 +26,7 @@ __all__ = ["checkpoint_weights", "load_checkpoint", "load_model_weights", "resto
 FORMAT = 2
 
 
-def save_checkpoint(path: str | Path, replicas: Sequence[dict[str, Any]], *, epochs_done: int, step: int) -> None:
+def save_checkpoint(path: str | Path, *, replicas: Sequence[dict[str, Any]], epochs_done: int, step: int) -> None:
     """Write the resumable state after ``epochs_done`` finished epochs.
 
     Args:

@@ -315,7 +315,7 @@ class _Training:
         if self.run_path is not None:
             for record in records:
                 append_jsonl(record, self.run_path / METRICS)
-            save_checkpoint(self.run_path / CHECKPOINT, [
+            save_checkpoint(self.run_path / CHECKPOINT, replicas=[
                 {"model": lane.model, "optimizer": lane.optimizer, "method": lane.method, "history": lane.history}
                 for lane in self.lanes
             ], epochs_done=self.epochs_done, step=self.step)
