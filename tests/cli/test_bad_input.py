@@ -38,6 +38,16 @@ def _recipe(text: str) -> Callable[[Path], None]:
     return _write("recipe.yaml", text)
 
 
+def _started_run(tmp: Path, *, checkpoint: bool = True) -> None:
+    """A run directory of ``PRUNE`` as training leaves it (the checkpoint's content is not read)."""
+    from secateurs.experiment.config import RunConfig
+
+    RunConfig.from_dict({"model": "mlp", "data": "synthetic", "device": "cpu", "method": "gmp",
+                         "method_options": {"sparsity": 0.5}}).save(tmp / "run" / "config.yaml")
+    if checkpoint:
+        (tmp / "run" / "checkpoint.pt").write_bytes(b"stands for a checkpoint")
+
+
 @dataclass(frozen=True)
 class Case:
     """One class of bad input: its argv, a piece of the expected message, files it needs first."""
@@ -96,6 +106,16 @@ CASES = [
          _recipe("model: mlp\ndata: synthetic\nmethod_options: {sparsity: 0.5}\n")),
     Case("recipe-missing", ["train", "--config", "{tmp}/none.yaml", "--out", "{tmp}/run"], "no config file"),
     Case("recipe-directory", ["train", "--config", "{tmp}", "--out", "{tmp}/run"], "directory"),
+    # ------------------------------------------------------------------------------ --resume
+    Case("resume-no-directory", [*PRUNE, "--out", "{tmp}/run", "--resume"], "does not exist"),
+    Case("resume-no-checkpoint", [*PRUNE, "--out", "{tmp}/run", "--resume"], "holds no checkpoint",
+         lambda tmp: _started_run(tmp, checkpoint=False)),
+    Case("resume-changed-flags", [*PRUNE, "--out", "{tmp}/run", "--resume", "--lr", "0.01", "-o", "power=2"],
+         "method_options.power: 3.0 -> 2.0; train.lr: 0.1 -> 0.01", lambda tmp: _started_run(tmp)),
+    Case("resume-changed-recipe", [*PRUNE, "--out", "{tmp}/run", "--resume", "--config", "{tmp}/recipe.yaml"],
+         "train.epochs: 10 -> 20", lambda tmp: (_started_run(tmp), _recipe("train: {epochs: 20}\n")(tmp))),
+    Case("search-resume-no-checkpoint", ["search-tickets", *RUN, "--out", "{tmp}/run", "--resume"],
+         "holds no checkpoint", lambda tmp: (tmp / "run").mkdir()),
 ]
 
 

@@ -53,3 +53,25 @@ def test_a_diverged_run_exits_non_zero_without_a_report(tmp_path, capsys, argv):
     metrics = out / "metrics.jsonl"
     for text in metrics.read_text().splitlines() if metrics.exists() else []:
         json.loads(text, parse_constant=lambda token: pytest.fail(f"non-strict JSON {token}"))
+
+
+def test_a_resumed_search_with_other_settings_is_refused(tmp_path, capsys):
+    out = tmp_path / "search"
+    argv = ["search-tickets", *QUICK, "--epochs", "2", "-o", "rounds=1", "--values=0,0.1", "--imp", "none",
+            "--out", str(out)]
+    assert main(argv) == 0
+    capsys.readouterr()
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    assert main([*argv, "--resume", "--values=0,0.2"]) == 2
+    line = _one_line(capsys)
+    assert "these differ: values: [0, 0.1] -> [0, 0.2]" in line
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+    assert main([*argv, "--resume"]) == 0  # the same settings continue (here: the finished search)
+
+
+def test_a_run_that_diverged_in_its_first_epoch_cannot_be_resumed(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main([*PRUNE, "--lr", "1e6", "--out", str(out)]) == EXIT_DIVERGED
+    capsys.readouterr()
+    assert main([*PRUNE, "--lr", "1e6", "--out", str(out), "--resume"]) == 2
+    assert "holds no checkpoint" in _one_line(capsys)

@@ -83,8 +83,11 @@ def _prune_args(p: argparse.ArgumentParser) -> None:
 
 def _execute(args: argparse.Namespace, pruning: bool) -> int:
     from secateurs.experiment.record import RunOrigin
-    from secateurs.experiment.run import execute
+    from secateurs.experiment.resume import require_resumable
+    from secateurs.experiment.run import REPORT, execute
 
+    if args.resume:
+        require_resumable(args.out, finished=REPORT)
     config = run_config_from_args(args, pruning=pruning)
     origin = RunOrigin(argv=["secateurs", *getattr(args, "argv", [])], sources=setting_sources(args, pruning=pruning))
     report = execute(config, args.out, resume=args.resume, show_progress=sys.stderr.isatty(), origin=origin)

@@ -16,6 +16,7 @@ from secateurs.cli.option_help import MethodHelpAction
 from secateurs.config_validation import ConfigValueError, parse_yaml_value
 from secateurs.errors import UsageError
 from secateurs.experiment.config import RunConfig, load_recipe
+from secateurs.experiment.resume import check_same_settings
 from secateurs.train.config import TrainConfig
 
 __all__ = ["add_run_arguments", "parse_option", "run_config_from_args", "setting_sources"]
@@ -111,12 +112,33 @@ def _section(value: Any, key: str, what: str) -> dict[str, Any]:
 
 
 def run_config_from_args(args: argparse.Namespace, *, pruning: bool) -> RunConfig:
-    """Build the RunConfig of a ``train``/``prune`` invocation (the saved one when resuming)."""
-    given = vars(args)
+    """Build the RunConfig of a ``train``/``prune`` invocation.
+
+    When resuming, the saved one: settings given again (flags, ``--config``) must agree with it.
+    """
     saved = Path(args.out) / "config.yaml"
+    recipe: dict[str, Any] = dict(load_recipe(args.config)) if args.config else {}
     if args.resume and saved.exists():
-        return RunConfig.from_dict(load_recipe(saved))
-    raw: dict[str, Any] = dict(load_recipe(args.config)) if args.config else {}
+        stored = dict(load_recipe(saved))
+        config = RunConfig.from_dict(stored)
+        requested = _config_from(_overlay(stored, recipe), vars(args), pruning=pruning)
+        check_same_settings(config.to_dict(), requested.to_dict(), args.out)
+        return config
+    return _config_from(recipe, vars(args), pruning=pruning)
+
+
+def _overlay(base: dict[str, Any], recipe: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with a recipe's keys on top (its ``train`` and ``method_options`` merged key by key)."""
+    out = {**base, **recipe}
+    for section in ("train", "method_options"):
+        if isinstance(base.get(section), Mapping) and isinstance(recipe.get(section), Mapping):
+            out[section] = {**base[section], **recipe[section]}
+    return out
+
+
+def _config_from(raw: dict[str, Any], given: dict[str, Any], *, pruning: bool) -> RunConfig:
+    """The RunConfig of the settings ``raw`` (a recipe) with the flags that were ``given`` on top."""
+    raw = dict(raw)
     train = _section(raw.pop("train", None), "train", "training settings (secateurs list settings)")
     options = _section(raw.pop("method_options", None), "method_options",
                        "the method's options (secateurs list methods NAME)")

@@ -62,8 +62,11 @@ def _method(given: dict[str, Any]) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from secateurs.experiment.ticket_search import search_tickets, ticket_spec
+    from secateurs.experiment.resume import require_resumable
+    from secateurs.experiment.ticket_search import CURVE, search_tickets, ticket_spec
 
+    if args.resume:
+        require_resumable(args.out, finished=CURVE)
     given = vars(args)
     args.method = _method(given)
     spec = ticket_spec(args.method)

@@ -29,6 +29,7 @@ import torch
 from secateurs.data import build_data
 from secateurs.errors import UsageError
 from secateurs.experiment.config import RunConfig
+from secateurs.experiment.resume import check_same_settings
 from secateurs.experiment.run import channel_groups_for, check_forward, load_dense_weights, resolve_device
 from secateurs.methods import METHODS, Horizon
 from secateurs.methods.ticket import TicketSearch
@@ -38,7 +39,7 @@ from secateurs.train import FitResult, Replica, fit_replicas
 from secateurs.train.checkpoint import load_model_weights
 from secateurs.train.evaluate import evaluate
 from secateurs.train.loop import CHECKPOINT
-from secateurs.utils.io import atomic_path, save_json
+from secateurs.utils.io import atomic_path, read_json, save_json
 
 __all__ = ["imp_cost", "replica_configs", "search_tickets", "ticket_methods", "ticket_spec"]
 
@@ -116,6 +117,9 @@ def search_tickets(
     out = Path(out)
     if not resume and ((out / CHECKPOINT).exists() or (out / CURVE).exists()):
         raise UsageError(f"{out} already holds a ticket search; pass --resume or choose another --out")
+    search = json.loads(json.dumps({"vary": vary, "values": list(values), "base": base.to_dict()}, default=str))
+    if resume and (out / SEARCH).exists():  # a resumed search continues as it was started
+        check_same_settings(read_json(out / SEARCH), search, out)
     device = resolve_device(base.device)
     data = build_data(
         base.data, data_dir=base.data_dir, batch_size=base.train.batch_size, val_fraction=base.val_fraction,
@@ -126,8 +130,7 @@ def search_tickets(
     if len({tuple(r.method.phases()) for r in replicas if r.method is not None}) != 1:
         raise UsageError(f"varying {vary} changes the phase layout; replicas must share one pass over the data")
     out.mkdir(parents=True, exist_ok=True)
-    save_json(json.loads(json.dumps({"vary": vary, "values": list(values), "base": base.to_dict()}, default=str)),
-              out / SEARCH)
+    save_json(search, out / SEARCH)
     results = fit_replicas(replicas, data.train, config=base.train,
                            eval_loader=data.val if data.val is not None else data.test,
                            run_dir=out, resume=resume, show_progress=show_progress)

@@ -457,3 +457,15 @@ class GibbsPruning(PruningMethod):
             extras["gibbs_sampled_sparsity"] = sampled
             extras["gibbs_sample_agreement"] = agree / max(total, 1)
         return extras
+
+    def extra_state(self) -> dict[str, Any]:
+        # The last training sample feeds the report (sampled sparsity, agreement): a run resumed after
+        # its final checkpoint must report what the uninterrupted run reported.
+        return {"last_keep": {name: p.last_keep for name, p in self.parametrizations.items()
+                              if isinstance(p, GibbsMask) and p.last_keep is not None}}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        for name, keep in state.get("last_keep", {}).items():
+            p = self.parametrizations.get(name)
+            if isinstance(p, GibbsMask):
+                p.last_keep = keep
