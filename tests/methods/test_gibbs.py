@@ -316,3 +316,26 @@ def test_cli_prune_reports_exact_sparsity_for_5x5_kernels(tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["achieved_sparsity"] == pytest.approx(0.75, abs=1e-9)
     assert "gibbs_sample_agreement" in report
+
+
+def test_filter_samples_whole_filters_that_vary_at_the_first_beta_and_settle_at_the_last():
+    """In layer units the filter chain's start is drawn: low β samples filters, high β is the ground state.
+
+    With the paper's absolute fields and c = 1 the chain never leaves its deterministic first guess.
+    """
+    torch.manual_seed(0)
+    w = torch.randn(32, 16, 3, 3) * 0.05 * torch.linspace(0.5, 1.5, 32)[:, None, None, None]
+
+    def filter_draws(beta: float, **options) -> tuple[torch.Tensor, torch.Tensor]:
+        config = build_method("gibbs", sparsity=0.5, granularity="filter", **options).config
+        p = GibbsMask(config, w.shape, torch.Generator().manual_seed(0), beta=beta)
+        draws = torch.stack([p.sample(w).float().mean((1, 2, 3)) for _ in range(40)])  # kept share per filter
+        return draws, p.ground_state(w).float()
+
+    low, ground = filter_draws(1.0)
+    assert float(((low == 0) | (low == 1)).float().mean()) > 0.9  # whole filters
+    assert float((low.round() != ground).float().mean()) > 0.2  # ...drawn, not the ground state
+    high, ground = filter_draws(1e3)
+    assert float((high.round() != ground).float().mean()) < 0.05  # only filters at the threshold flip
+    paper, ground = filter_draws(1.0, beta_scale="absolute")
+    assert torch.equal(paper.round(), ground.expand_as(paper))  # frozen at the first guess

@@ -298,11 +298,16 @@ def sample_filter_mask(
     coupling: float,
     sweeps: int,
     generator: torch.Generator,
+    draw_start: bool = False,
 ) -> Tensor:
     """Filter-wise Gibbs mask of a whole layer: two colours split by input channel, all filters at once.
 
     Colour A holds input channels ``[0, in // 2)``, colour B the rest. Colour B starts at +1 in filters
-    whose mean squared weight exceeds ``Q`` and at -1 elsewhere (the deterministic filter mask).
+    whose mean squared weight exceeds ``Q`` and at -1 elsewhere (the deterministic filter mask), or,
+    with ``draw_start``, at +1 with probability ``σ(β (mean w² - Q))``: a draw of the filter as one
+    spin. A strongly coupled chain hardly ever leaves the aligned state it starts in, so with the
+    deterministic start it only reproduces its initial guess; a drawn start makes the filter itself
+    random at low β.
 
     Args:
         squared: squared weights ``(out, in, *kernel)``.
@@ -320,7 +325,12 @@ def sample_filter_mask(
     q = threshold.reshape(-1).expand(out) if threshold.dim() > 0 else threshold.expand(out)
     field = q[:, None, None] - per_filter
     half = cin // 2
-    initial_b = torch.where(per_filter.mean(dim=(1, 2)) > q, 1.0, -1.0).to(squared.dtype)
+    if draw_start:
+        keep_p = torch.sigmoid(beta * (per_filter.mean(dim=(1, 2)) - q))
+        start = torch.rand(keep_p.shape, generator=generator, device=keep_p.device, dtype=keep_p.dtype) < keep_p
+    else:
+        start = per_filter.mean(dim=(1, 2)) > q
+    initial_b = torch.where(start, 1.0, -1.0).to(squared.dtype)
     keep_a, keep_b = sample_bipartite_filter_spins(
         field[:, :half].reshape(out, -1), field[:, half:].reshape(out, -1), initial_b, beta, coupling, sweeps, generator
     )

@@ -90,6 +90,10 @@ def _filters(squared: Tensor, q: Tensor, beta: Tensor, c: float, sweeps: int, g:
     return sample_filter_mask(squared, q, beta, c, sweeps, g)
 
 
+def _filters_drawn_start(squared: Tensor, q: Tensor, beta: Tensor, c: float, sweeps: int, g: torch.Generator) -> Tensor:
+    return sample_filter_mask(squared, q, beta, c, sweeps, g, draw_start=True)
+
+
 # Reference schedules (spec §1.4): numpy logspace(0, 4) for unstructured/kernel, logspace(-2.5, 0)
 # for filters, whose coupling field (c times a half-filter's spin sum) dwarfs the w² fields.
 _MODES: dict[type[Granularity], _Mode] = {
@@ -111,8 +115,11 @@ LAYER_BETA = (1.0, 1e3)
 #: with noise only around the threshold, so the trained weights are not hit by a random mask.
 LAYER_BETA_PRETRAINED = 10.0
 #: ``beta_scale="layer"`` couplings: the pull of a fully aligned neighbourhood (the other colour of a
-#: filter, the rest of a kernel) on one spin, in units of the layer's mean squared weight.
-LAYER_COUPLING = 1.0
+#: filter, the rest of a kernel) on one spin, in units of the layer's mean squared weight. Chosen so
+#: that samples are whole kernels / filters and reach the ground state at the final β (measured on
+#: random 3x3 conv weights: kernel c = 1 left partial kernels that never reached it, filter c = 1
+#: sampled weights one by one).
+LAYER_COUPLING: dict[type[Granularity], float] = {Kernel: 4.0, Filter: 16.0}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -123,7 +130,8 @@ class GibbsConfig(MethodConfig):
         coupling: Ising coupling ``c`` (kernel: inside a kernel; filter: between the input-channel
             halves of a filter); ignored by unstructured and N:M. With ``beta_scale="layer"`` it is
             the pull of a fully aligned neighbourhood on one spin in units of the layer's mean
-            squared weight (default 1); with ``"absolute"`` the paper's ``c`` (0.01 kernel, 1 filter).
+            squared weight (default 4 kernel, 16 filter); with ``"absolute"`` the paper's ``c``
+            (0.01 kernel, 1 filter).
         beta_start: inverse temperature at the start (default: 1, or 10 from a trained model, with
             ``beta_scale="layer"``; the reference's 1 or 10^-2.5 with ``"absolute"``).
         beta_end: final inverse temperature, reached at ``anneal_end`` of the budget and kept after
@@ -185,7 +193,9 @@ class GibbsConfig(MethodConfig):
         """``coupling``, or the default of the granularity and ``beta_scale``."""
         if self.coupling is not None:
             return float(self.coupling)
-        return LAYER_COUPLING if self.relative and self.mode.coupling > 0 else self.mode.coupling
+        if self.relative:
+            return LAYER_COUPLING.get(type(self.granularity), 0.0)
+        return self.mode.coupling
 
     def beta_range_for(self, pretrained: bool = False) -> tuple[float, float]:
         """``(beta_start, beta_end)`` with the defaults of the granularity, scale and start filled in."""
@@ -229,6 +239,10 @@ class GibbsMask(MaskParametrization):
             self.coupling /= _neighbours(config.granularity, weight_shape)
         self.sweeps = config.sweeps
         self.sampler = config.mode.sample
+        if self.relative and isinstance(config.granularity, Filter):
+            # In layer units each filter's own start is drawn (see sample_filter_mask): with a coupling
+            # strong enough to keep filters whole, the chain would otherwise never leave its first guess.
+            self.sampler = _filters_drawn_start
         self.generator = generator
         unit_shape = self.granularity.unit_shape(weight_shape)
         device = generator.device
