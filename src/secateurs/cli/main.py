@@ -16,6 +16,7 @@ from typing import NoReturn
 from secateurs._version import __version__
 from secateurs.cli.commands import COMMANDS
 from secateurs.errors import EXIT_DIVERGED, DivergedError, UsageError
+from secateurs.utils.output_dir import check_output_dir
 
 __all__ = ["entry_point", "main"]
 
@@ -66,6 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.print_help(sys.stderr)
             return 2
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+        if getattr(args, "out", None):  # every --out is an output directory: refuse a bad one before any work
+            check_output_dir(args.out)
         return int(args.handler(args) or 0)
     except _Exit as done:
         return done.status

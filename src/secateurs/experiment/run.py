@@ -21,11 +21,13 @@ from secateurs.experiment.config import RunConfig
 from secateurs.experiment.determinism import deterministic_mode
 from secateurs.experiment.record import RunOrigin, finish_record, start_record
 from secateurs.experiment.report import build_report
+from secateurs.methods import Horizon
 from secateurs.models import build_model
 from secateurs.train import fit
 from secateurs.train.checkpoint import checkpoint_weights, load_model_weights
 from secateurs.train.loop import CHECKPOINT
 from secateurs.utils.io import load_safetensors, load_weights_only, read_json, save_json, save_safetensors
+from secateurs.utils.output_dir import check_output_dir
 
 __all__ = ["channel_groups_for", "check_forward", "execute", "load_dense_weights", "resolve_device"]
 
@@ -106,6 +108,7 @@ def _execute(config: RunConfig, out: Path, *, resume: bool, show_progress: bool,
         log.info("run %s is already finished", out)
         return read_json(out / REPORT)
     _guard_run_dir(out, resume)
+    check_output_dir(out, flag="run directory")
     device = resolve_device(config.device)
     method = config.build_method()
     data = build_data(
@@ -135,6 +138,11 @@ def _execute(config: RunConfig, out: Path, *, resume: bool, show_progress: bool,
                                   show_progress=show_progress)
         if planned is not None:
             method.use_allocation(planned.allocation.sparsities)
+    if method is not None:
+        # Attached before the run directory exists (fit would attach it first thing): a budget the
+        # method cannot use (lottery rounds > epochs) is refused without leaving a directory behind.
+        horizon = Horizon(config.train.epochs, len(data.train), pretrained=bool(config.from_checkpoint))
+        method.attach(model, targets, horizon, channel_groups=channel_groups)
     out.mkdir(parents=True, exist_ok=True)
     config.save(out / CONFIG)
     record = start_record(out, config.to_dict(), origin, device=device, deterministic=config.deterministic,
