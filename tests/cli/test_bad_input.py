@@ -116,7 +116,46 @@ CASES = [
          "train.epochs: 10 -> 20", lambda tmp: (_started_run(tmp), _recipe("train: {epochs: 20}\n")(tmp))),
     Case("search-resume-no-checkpoint", ["search-tickets", *RUN, "--out", "{tmp}/run", "--resume"],
          "holds no checkpoint", lambda tmp: (tmp / "run").mkdir()),
+    # ---------------------------------------------------- output paths, checked before any work
+    *[Case(f"{name}-out-is-file", [*argv, "--out", "{tmp}/file"], "is a file", _write("file", "x"))
+      for name, argv in (("train", ["train", *RUN]), ("prune", PRUNE), ("shrink", ["shrink", "{tmp}"]),
+                         ("bench", ["bench", "{tmp}/suite.yaml"]), ("search-tickets", ["search-tickets", *RUN]))],
+    *[Case(f"{name}-out-under-file", [*argv, "--out", "{tmp}/file/run"], "lies under", _write("file", "x"))
+      for name, argv in (("train", ["train", *RUN]), ("bench", ["bench", "{tmp}/suite.yaml"]))],
+    # ------------------------------------------ refused late, after data and model: no directory left
+    Case("rounds-beyond-epochs", ["prune", *RUN, "--method", "lottery", "--sparsity", "0.5", "--epochs", "2",
+                                  "-o", "rounds=4", "--limit-train", "64", "--limit-test", "32",
+                                  "--out", "{tmp}/run"], "needs at least"),
+    # --------------------------------------------------------------------------- smaller ones
+    Case("bench-device-unknown", ["bench", "{tmp}/suite.yaml", "--out", "{tmp}/bench", "--device", "xyz"],
+         "unknown device"),
+    Case("bench-data-dir-missing", ["bench", "{tmp}/suite.yaml", "--out", "{tmp}/bench", "--data-dir", "{tmp}/no"],
+         "--data-dir"),
+    Case("data-dir-empty-no-fallback", ["train", "--model", "mlp", "--data", "fashion-mnist", "--data-dir",
+                                        "{tmp}/empty", "--out", "{tmp}/run"], "not found",
+         lambda tmp: (tmp / "empty").mkdir()),
+    Case("unsafe-checkpoint", [*PRUNE, "--from", "{tmp}/evil.pt", "--limit-train", "64", "--limit-test", "32",
+                               "--out", "{tmp}/run"], "refused to load", lambda tmp: _evil_pickle(tmp / "evil.pt")),
+    Case("shrink-unstructured-grammar", ["shrink", "{tmp}/done", "--out", "{tmp}/small"], "is an unstructured run",
+         lambda tmp: _finished_run(tmp / "done")),
 ]
+
+
+class _Evil:
+    def __reduce__(self):  # unpickling would run a command: a weights-only load must refuse it
+        return (os.system, ("echo unpickled",))
+
+
+def _evil_pickle(path: Path) -> None:
+    import torch
+
+    torch.save({"model": _Evil()}, path)
+
+
+def _finished_run(path: Path) -> None:
+    code = main([*PRUNE, "--limit-train", "64", "--limit-test", "32", "--epochs", "1", "--batch-size", "32",
+                 "--out", str(path)])
+    assert code == 0
 
 
 def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
@@ -149,8 +188,18 @@ def assert_refused(argv: list[str], tmp: Path, capsys: pytest.CaptureFixture[str
 def test_bad_input_is_refused_in_one_line(case: Case, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     if case.setup is not None:
         case.setup(tmp_path)
+    capsys.readouterr()  # what the setup printed is not the refusal's
     argv = [arg.format(tmp=tmp_path) for arg in case.argv]
     assert_refused(argv, tmp_path, capsys, case.needle)
+
+
+def test_unwritable_output_is_refused_first(tmp_path, capsys, monkeypatch):
+    """A read-only place (faked: the tests may run as root, who can write anywhere) is one line."""
+    real_access = os.access
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == locked else real_access(p, mode, **kw))
+    assert_refused(["train", *RUN, "--out", str(locked / "run")], tmp_path, capsys, "cannot be written")
 
 
 # --------------------------------------------------------------------------------------- fuzzing

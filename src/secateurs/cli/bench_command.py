@@ -28,7 +28,12 @@ def bench_arguments(p: argparse.ArgumentParser) -> None:
 def run_bench(args: argparse.Namespace) -> int:
     """Run a suite; exit 0 when every cell finished, 1 when some failed (the rest still ran)."""
     from secateurs.bench import load_suite, run_suite
+    from secateurs.experiment.run import resolve_device
 
+    if args.device is not None:
+        resolve_device(args.device)  # a bad device is a usage error now, not a failure of every cell
+    if args.data_dir is not None and not Path(args.data_dir).is_dir():
+        raise UsageError(f"--data-dir {args.data_dir} is not a directory")
     suite = load_suite(args.suite)
     if args.dry_run:
         lines = [f"{cell.id}  ({_budget(cell)} epochs)" for cell in suite.cells]

@@ -137,7 +137,7 @@ def _class_names(folder: Path, layout: _Layout) -> tuple[str, ...] | None:
 def load_cifar(name: str, *, data_dir: str | Path | None = None, download: bool = False) -> ImageSplits:
     """Load ``"cifar10"`` or ``"cifar100"`` from torchvision's python batch files.
 
-    Looks in ``data_dir`` and then in the cache directory (``$SECATEURS_DATA/<name>`` or
+    Looks in ``data_dir`` alone when given (no fall-back), else in the cache directory (``$SECATEURS_DATA/<name>`` or
     ``~/.cache/secateurs/data/<name>``); each may hold the batch folder (``cifar-10-batches-py`` /
     ``cifar-100-python``) or be that folder. When nothing is found and ``download`` is true,
     torchvision downloads into the cache directory.
@@ -157,7 +157,8 @@ def load_cifar(name: str, *, data_dir: str | Path | None = None, download: bool 
     if name not in _LAYOUTS:
         raise UsageError(f"unknown CIFAR dataset {name!r}; known: {', '.join(_LAYOUTS)}")
     layout = _LAYOUTS[name]
-    dirs = ([Path(data_dir).expanduser()] if data_dir is not None else []) + [cache_dir(name)]
+    # An explicit directory is the only one searched: no silent fall-back to another copy.
+    dirs = [Path(data_dir).expanduser()] if data_dir is not None else [cache_dir(name)]
     folder = _find(layout, dirs)
     failure = ""
     if folder is None and download:

@@ -55,9 +55,9 @@ _SOURCES: dict[str, _Source] = {
 
 def _search_dirs(name: str, data_dir: str | Path | None) -> list[Path]:
     source = _SOURCES[name]
+    if data_dir is not None:  # asked for explicitly: no silent fall-back to another copy
+        return [Path(data_dir).expanduser()]
     dirs: list[Path] = []
-    if data_dir is not None:
-        dirs.append(Path(data_dir).expanduser())
     if source.system_dir is not None:
         dirs.append(source.system_dir)
     dirs.append(cache_dir(name))
@@ -88,7 +88,8 @@ def _read_split(images_path: Path, labels_path: Path) -> tuple[torch.Tensor, tor
 def load_mnist_like(name: str, *, data_dir: str | Path | None = None, download: bool = False) -> ImageSplits:
     """Load ``"fashion-mnist"`` or ``"mnist"`` from IDX files.
 
-    Search order: ``data_dir``; for Fashion-MNIST ``/usr/share/datasets/fashion-mnist``; the cache
+    Search order: ``data_dir`` alone when given (an explicit directory without the files is an error,
+    not a fall-back to another copy); else for Fashion-MNIST ``/usr/share/datasets/fashion-mnist``; the cache
     directory (``$SECATEURS_DATA/<name>`` or ``~/.cache/secateurs/data/<name>``). In each directory the
     raw names (``train-images-idx3-ubyte[.gz]``, ``t10k-...``) are accepted directly or under
     torchvision's ``FashionMNIST/raw`` / ``MNIST/raw``. When nothing is found and ``download`` is true,
@@ -96,7 +97,7 @@ def load_mnist_like(name: str, *, data_dir: str | Path | None = None, download: 
 
     Args:
         name: ``"fashion-mnist"`` or ``"mnist"``.
-        data_dir: A directory to search first.
+        data_dir: The directory to take the files from (the only one searched when given).
         download: Allow a torchvision download into the cache directory.
 
     Returns:

@@ -118,7 +118,8 @@ def shrink_run(
             "method": loaded.report.get("method"), "granularity": ",".join(granularities)}
     if not all(isinstance(e.granularity, Filter) for e in loaded.masks.values()):
         if sparse_format is None:
-            raise UsageError(f"{run} is a {base['granularity']} run: shrink removes whole channels and needs "
+            article = "an" if base["granularity"][:1] in ("a", "e", "i", "o", "u") else "a"
+            raise UsageError(f"{run} is {article} {base['granularity']} run: shrink removes whole channels and needs "
                              "--granularity filter; store it compressed with --sparse-format bitmask")
         out.mkdir(parents=True, exist_ok=True)
         report = {**base, "sparse": _sparse_export(loaded, out, sparse_format)}
