@@ -6,6 +6,8 @@ functional matmuls and attention count too, not only modules with hooks. MACs ar
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +66,24 @@ def _tracker_key(root: nn.Module, fqn: str) -> str:
     return f"{root_name}.{fqn}" if fqn else root_name
 
 
+@contextmanager
+def _frozen_parameters(model: nn.Module) -> Iterator[None]:
+    """Parameters not requiring grad while counting, restored after.
+
+    FlopCounterMode's module tracker hooks the backward of every module input that requires grad;
+    under no_grad a parameter passed straight into a submodule (PiT's class token in a tuple, CaiT's)
+    still does, has no gradient function, and the tracker fails on it.
+    """
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
 def count_macs(model: nn.Module, example_input: torch.Tensor | tuple[Any, ...]) -> MacReport:
     """Counts the MACs of one forward pass of ``model`` on ``example_input``.
 
@@ -82,7 +102,7 @@ def count_macs(model: nn.Module, example_input: torch.Tensor | tuple[Any, ...]) 
     inputs = example_input if isinstance(example_input, tuple) else (example_input,)
     counter = FlopCounterMode(display=False)
     with eval_mode(model), torch.no_grad():
-        with counter:
+        with counter, _frozen_parameters(model):
             model(*inputs)
         counts = counter.get_flop_counts()
         dense_flops = _total(counts.get("Global"))

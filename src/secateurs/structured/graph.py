@@ -23,6 +23,7 @@ from torch import nn
 
 from secateurs.errors import UsageError
 from secateurs.structured.groups import ChannelGroup, GroupMember
+from secateurs.structured.module_caches import preserved_module_caches
 
 __all__ = ["ChannelGraph", "coupled_channel_groups"]
 
@@ -55,12 +56,12 @@ class ChannelGraph:
         self._tp = tp
         modes = [(m, m.training) for m in model.modules()]
         try:
-            with torch.enable_grad(), warnings.catch_warnings():
+            with torch.enable_grad(), warnings.catch_warnings(), preserved_module_caches(model):
                 warnings.simplefilter("ignore")  # torch-pruning warns through print-like channels
                 self._dg = tp.DependencyGraph().build_dependency(
                     model, example_inputs=_as_tuple(example_input), verbose=False
                 )
-        except (RuntimeError, TypeError, ValueError, AssertionError) as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever the model or the tracer raise: one clear refusal
             raise UsageError(f"cannot trace {type(model).__name__} for channel dependencies: "
                              f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
         finally:
@@ -134,6 +135,11 @@ class ChannelGraph:
                         blockers.append("grouped convolution behind a reshape or concatenation")
                     chunk_counts.append(member.chunks)
             members.extend(found)
+        if _paired_halves(members, channels):
+            chunk_counts.append(2)
+        misfit = self._misfit(root_module, channels, members)
+        if misfit:
+            blockers.insert(0, misfit)
         chunks = math.lcm(*chunk_counts) if chunk_counts else 1
         if channels % chunks:
             blockers.append(f"{channels} channels do not split into {chunks} equal groups")
@@ -141,6 +147,25 @@ class ChannelGraph:
             blockers.append("no layer produces these channels")
         return ChannelGroup(root=root, channels=channels, members=tuple(_merge(members)),
                             blocker=blockers[0] if blockers else None, exact=exact, chunks=chunks)
+
+    def _misfit(self, root_module: nn.Module, channels: int, members: list[GroupMember]) -> str | None:
+        """Why torch-pruning's indices of a group cannot be right, or None when they fit the layers.
+
+        Its index mapping loses track on some concatenations of slices of one tensor (CSP and DPN
+        blocks): the root then seems to have more channels than it has, or a member's positions
+        run past its tensor. Cutting such a group would remove the wrong channels or fail.
+        """
+        pruner = self._dg.get_pruner_of_module(root_module)
+        if pruner is not None and pruner.get_out_channels(root_module) != channels:
+            return "torch-pruning's channel indices do not fit the layers (a concatenation of slices)"
+        for member in members:
+            try:
+                size = self.model.get_parameter(member.param).shape[member.dim] * member.chunks
+            except AttributeError:
+                continue
+            if any(i >= size for i in member.index):
+                return "torch-pruning's channel indices do not fit the layers (a concatenation of slices)"
+        return None
 
     def _members(
         self, module: Any, node: Any, is_out: bool, idxs: Sequence[int], root_idxs: Sequence[int]
@@ -333,6 +358,22 @@ def _understood_reshape(tp: Any, dg: Any, node: Any) -> bool:
         return False
     keeps_dim1 = before[1] == after[1] == channels and math.prod(before[2:]) == math.prod(after[2:])
     return keeps_dim1 or before[-1] == after[-1] == channels
+
+
+def _paired_halves(members: list[GroupMember], channels: int) -> bool:
+    """Whether the layers reading a group read one half of its channels only: a gated (GLU) unit.
+
+    ``a, b = x.chunk(2); y = a * act(b)`` feeds channel ``c`` and channel ``c + C/2`` into the
+    same position of the next layer, and torch-pruning numbers that position by one of them only. The
+    two halves are one channel each: removing one removes the other (it would cut the shared
+    position), so the group is treated as two tied chunks.
+    """
+    readers = [m for m in members if m.role == "in"]
+    if not readers or channels % 2:
+        return False
+    read = {c for m in readers for c in m.channel}
+    half = channels // 2
+    return read in (set(range(half)), set(range(half, channels)))
 
 
 def _placeholder_blocker(tp: Any, module: Any) -> str | None:

@@ -13,7 +13,8 @@ what ``secateurs inspect --prunability`` shows and what ``secateurs shrink`` exe
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -75,6 +76,18 @@ class RemovalPlan:
         """Group plans keyed by root layer."""
         return {g.root: g for g in self.groups}
 
+    def refusing(self, reasons: Mapping[str, str]) -> RemovalPlan:
+        """This plan with the named groups kept whole: their removed channels stay, as zeros.
+
+        Args:
+            reasons: Group root -> why its channels cannot be removed after all.
+        """
+        groups = tuple(
+            replace(g, keep=tuple(range(g.channels)), masked=g.masked + len(g.removed), note=reasons[g.root])
+            if g.root in reasons else g for g in self.groups
+        )
+        return RemovalPlan(groups, self.round_to)
+
 
 def _pruned_by(group: ChannelGroup, masks: MaskSet) -> tuple[torch.Tensor, torch.Tensor]:
     """(pruned by every producer, pruned by at least one producer) over the group's channels."""
@@ -87,6 +100,10 @@ def _pruned_by(group: ChannelGroup, masks: MaskSet) -> tuple[torch.Tensor, torch
             continue
         index = torch.tensor(member.index, dtype=torch.long)
         channel = torch.tensor(member.channel, dtype=torch.long)
+        # Positions past the mask mean the traced indices do not fit this tensor (the group is then
+        # blocked): only the positions it has count.
+        inside = index < entry.mask.numel()
+        index, channel = index[inside], channel[inside]
         pruned_at = ~entry.mask[index]
         # A channel is pruned in this producer only if all of its positions are pruned.
         live = torch.zeros(group.channels, dtype=torch.long).index_add_(0, channel, (~pruned_at).long()) > 0
@@ -120,8 +137,33 @@ def _keep_for_shape(removed: torch.Tensor, chunks: int, round_to: int) -> torch.
     return per_chunk.repeat(chunks)
 
 
+def _keep_every_layer_alive(
+    group: ChannelGroup, removed: torch.Tensor, shapes: Mapping[str, Sequence[int]]
+) -> torch.Tensor:
+    """Give channels back until no member tensor loses all of its positions along its dimension.
+
+    A layer reading only some of a group's channels (a slice of a concatenation) can be left with
+    zero width although the group keeps channels elsewhere; a layer cut to zero width does not run.
+    """
+    removed = removed.clone()
+    width = group.channels // group.chunks
+    for _ in range(group.channels):
+        emptied = next((m for m in group.members if m.param in shapes and m.index
+                        and len(m.tensor_positions(removed, shapes[m.param][m.dim])) == shapes[m.param][m.dim]), None)
+        if emptied is None:
+            break
+        offset = emptied.channel[0] % width
+        removed.view(group.chunks, width)[:, offset] = False
+    return removed
+
+
 def plan_removal(
-    groups: list[ChannelGroup], masks: MaskSet, *, round_to: int = 1, approximate: bool = False
+    groups: list[ChannelGroup],
+    masks: MaskSet,
+    *,
+    round_to: int = 1,
+    approximate: bool = False,
+    shapes: Mapping[str, Sequence[int]] | None = None,
 ) -> RemovalPlan:
     """Decide which channels of each group leave the network.
 
@@ -132,6 +174,8 @@ def plan_removal(
             back for it stay zero.
         approximate: Also remove groups seen by a normalisation across channels (LayerNorm,
             GroupNorm); the result then differs slightly from the masked model.
+        shapes: Parameter name -> shape of the model's parameters; with them, no layer is cut to
+            zero width (a channel is kept for it). ``shrink`` and the size predictions pass them.
 
     Returns:
         The plan.
@@ -159,6 +203,11 @@ def plan_removal(
             if bool((everywhere & ~dead).any()):
                 note = "grouped convolution: only channels pruned in every group are removed"
         removed = _keep_for_shape(dead, group.chunks, round_to) if bool(dead.any()) else dead
+        if shapes is not None and bool(removed.any()):
+            alive = _keep_every_layer_alive(group, removed, shapes)
+            if note is None and bool((removed & ~alive).any()):
+                note = "a layer would lose all of its channels: one stays"
+            removed = alive
         if note is None and bool((somewhere & ~everywhere).any()):
             note = "coupled layers keep some of the pruned channels"
         elif note is None and bool((dead & ~removed).any()):

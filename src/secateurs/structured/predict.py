@@ -22,7 +22,7 @@ from secateurs.metrics import count_macs
 from secateurs.structured.groups import ChannelGroup
 from secateurs.structured.plan import RemovalPlan, plan_removal
 
-__all__ = ["SizePrediction", "predict_from_masks", "predict_shrunk_size", "zero_dead_channels_"]
+__all__ = ["SizePrediction", "predict_from_masks", "predict_shrunk_size", "predicted_shapes", "zero_dead_channels_"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,22 @@ def _positions(
     return hit
 
 
+def predicted_shapes(model: nn.Module, groups: list[ChannelGroup], plan: RemovalPlan) -> dict[str, tuple[int, ...]]:
+    """Every parameter's shape once the plan's channels are removed, by name.
+
+    Args:
+        model: The unshrunk model.
+        groups: Its channel groups.
+        plan: The removal plan.
+    """
+    removed = _positions(groups, plan, model, "removed")
+    shapes = {name: list(param.shape) for name, param in model.named_parameters()}
+    for (name, dim), positions in removed.items():
+        if name in shapes:
+            shapes[name][dim] -= len(positions)
+    return {name: tuple(shape) for name, shape in shapes.items()}
+
+
 def predict_shrunk_size(
     model: nn.Module, groups: list[ChannelGroup], plan: RemovalPlan, example_input: Any
 ) -> SizePrediction:
@@ -79,17 +95,10 @@ def predict_shrunk_size(
     Returns:
         The counts before and after.
     """
-    removed = _positions(groups, plan, model, "removed")
-    new_numel: dict[str, int] = {}
-    before = after = 0
-    for name, param in model.named_parameters():
-        shape = list(param.shape)
-        for (pname, dim), positions in removed.items():
-            if pname == name:
-                shape[dim] -= len(positions)
-        new_numel[name] = math.prod(shape)
-        before += param.numel()
-        after += new_numel[name]
+    shapes = predicted_shapes(model, groups, plan)
+    new_numel = {name: math.prod(shape) for name, shape in shapes.items()}
+    before = sum(p.numel() for p in model.parameters())
+    after = sum(new_numel.values())
     macs = count_macs(model, example_input)
     macs_after = macs.dense
     for layer in macs.per_layer:
@@ -118,7 +127,8 @@ def predict_from_masks(
         from secateurs.structured.graph import coupled_channel_groups
 
         groups = coupled_channel_groups(model, example_input)
-    return predict_shrunk_size(model, groups, plan_removal(groups, masks), example_input)
+    shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
+    return predict_shrunk_size(model, groups, plan_removal(groups, masks, shapes=shapes), example_input)
 
 
 @torch.no_grad()

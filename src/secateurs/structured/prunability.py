@@ -44,7 +44,8 @@ def prunability_report(
         A JSON-ready dict: ``groups`` (one row per group), ``summary`` and, with masks, ``predicted``.
     """
     groups = coupled_channel_groups(model, example_input)
-    plan = plan_removal(groups, masks, round_to=round_to) if masks is not None else None
+    shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
+    plan = plan_removal(groups, masks, round_to=round_to, shapes=shapes) if masks is not None else None
     by_root = plan.by_root() if plan is not None else {}
     rows = []
     for group in groups:

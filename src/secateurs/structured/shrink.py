@@ -10,13 +10,15 @@ from the original class. Steps:
 3. zero the doomed channels in every coupled tensor (the *reference* model: a filter mask zeroes
    only the filter, while removal also drops the batch norm's shift of that channel);
 4. cut them with torch-pruning's layer functions and check on the example input that the shrunk
-   model reproduces the reference (max abs difference), so a mis-shrink never passes silently.
+   model reproduces the reference (max abs difference), so a mis-shrink never passes silently;
+5. if it does not (or the surgery fails), start again and cut the groups one at a time, each
+   checked: a group whose removal breaks the model stays in place, zeroed, and is reported.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -27,8 +29,13 @@ from secateurs.core.masks import MaskSet
 from secateurs.errors import SecateursError, UsageError
 from secateurs.structured.graph import ChannelGraph
 from secateurs.structured.groups import ChannelGroup
-from secateurs.structured.plan import RemovalPlan, plan_removal
-from secateurs.structured.predict import SizePrediction, predict_shrunk_size, zero_dead_channels_
+from secateurs.structured.plan import GroupPlan, RemovalPlan, plan_removal
+from secateurs.structured.predict import (
+    SizePrediction,
+    predict_shrunk_size,
+    predicted_shapes,
+    zero_dead_channels_,
+)
 from secateurs.structured.spec import ArchSpec, SpecGroup, class_path
 
 __all__ = ["ShrinkError", "ShrinkResult", "forward_outputs", "input_shapes", "shrink"]
@@ -38,7 +45,11 @@ TOLERANCE = 1e-4
 
 
 class ShrinkError(SecateursError):
-    """The shrunk model does not reproduce the masked one: an unsupported operation in the model."""
+    """Shrinking cannot proceed: the masked model does not run, or the groups do not fit it.
+
+    A group whose removal breaks the model is not an error: it stays in place (zeroed) and is listed
+    in :attr:`ShrinkResult.refused`.
+    """
 
 
 @dataclass
@@ -53,6 +64,9 @@ class ShrinkResult:
         prediction: Parameters and MACs before and after, predicted from the plan.
         max_abs_diff: Largest output difference from the reference (dead channels zeroed) on the
             example input, or None when not verified.
+        refused: Group root -> why its channels were not removed after all: removing them broke the
+            model or its equality with the masked one. They stay in the model as zeros, and
+            ``plan`` and ``prediction`` already count them as kept.
     """
 
     model: nn.Module
@@ -61,6 +75,7 @@ class ShrinkResult:
     groups: list[ChannelGroup]
     prediction: SizePrediction
     max_abs_diff: float | None
+    refused: dict[str, str] = field(default_factory=dict)
 
 
 def input_shapes(example_input: Any) -> tuple[tuple[int, ...], ...]:
@@ -125,8 +140,8 @@ def shrink(
         round_to: Keep every group's channel count a multiple of this (e.g. 8); the channels given
             back stay zero.
         approximate: Also remove channels seen by LayerNorm/GroupNorm (outputs then differ a little).
-        verify: Compare the shrunk model with the reference on ``example_input`` and raise
-            :class:`ShrinkError` on a mismatch (skipped for approximate removals).
+        verify: Compare the shrunk model with the reference on ``example_input`` (skipped for
+            approximate removals). Without it, the shrunk model is only run once.
         model_info: How to rebuild the original model from the zoo (stored in the spec), e.g.
             ``{"name": "resnet20", "in_channels": 1, "num_classes": 10, "image_size": [28, 28]}``.
         groups: The model's groups when already computed (:func:`coupled_channel_groups` on this
@@ -134,10 +149,14 @@ def shrink(
 
     Returns:
         The shrunk model, its spec, the plan, the groups, the predicted sizes and the check result.
+        Groups whose removal makes the model fail or differ from the masked one (an operation the
+        dependency graph misreads) are found by removing the groups one at a time, left in the
+        model as zeros and listed in :attr:`ShrinkResult.refused`; the rest is still removed.
 
     Raises:
-        UsageError: Parametrized model, non-filter masks, or masks that do not match the model.
-        ShrinkError: The check failed (the model uses an operation the dependency graph misreads).
+        UsageError: Parametrized model, non-filter masks, masks that do not match the model, or a
+            model that cannot be traced.
+        ShrinkError: The masked model does not run on ``example_input``, or the groups do not fit it.
     """
     _check_plain(model)
     masks.validate(model)
@@ -146,27 +165,124 @@ def shrink(
     if groups is None:
         graph = ChannelGraph(work, example_input)
         groups = graph.groups()
-    plan = plan_removal(groups, masks, round_to=round_to, approximate=approximate)
-    prediction = predict_shrunk_size(work, groups, plan, example_input)
-    zero_dead_channels_(work, groups, plan)
-    reference = forward_outputs(work, example_input) if verify else None
-    changed = []
-    for group in plan.groups:
-        if group.removed:
-            # Cutting needs torch-pruning's graph of this very copy; build it only when there is a cut.
-            graph = graph or ChannelGraph(work, example_input)
-            graph.remove_channels_(group.root, group.removed)
-            changed.append(SpecGroup(group.root, group.channels, group.keep))
-    diff = None
-    if reference is not None:
-        diff = _max_diff(reference, forward_outputs(work, example_input))
-        exact = all(g.exact for g in groups if plan.by_root()[g.root].removed)
-        scale = max([1.0] + [float(r.abs().max()) for r in reference if r.numel()])
-        if exact and diff > TOLERANCE * scale:
-            raise ShrinkError(f"the shrunk {type(model).__name__} differs from the masked one by {diff:.3g}; "
-                              "an operation of this model is not supported for structural removal")
+    shapes = {name: tuple(p.shape) for name, p in work.named_parameters()}
+    try:
+        plan = plan_removal(groups, masks, round_to=round_to, approximate=approximate, shapes=shapes)
+        zero_dead_channels_(work, groups, plan)
+    except UsageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - groups that do not fit the model: one clear line
+        raise ShrinkError(f"cannot plan the removal for {type(model).__name__}: {_first_line(exc)}") from None
+    reference = None
+    if verify:
+        try:
+            reference = forward_outputs(work, example_input)
+        except Exception as exc:  # noqa: BLE001 - the model's own failure, reported in one line
+            raise ShrinkError(f"the masked {type(model).__name__} does not run on the example input: "
+                              f"{_first_line(exc)}") from None
+    check = _Check(model, groups, plan, example_input, reference)
+    to_cut = [g for g in plan.groups if g.removed]
+    refused: dict[str, str] = {}
+    cut = work
+    if to_cut:
+        # All groups at once first (one trace, one check); only if that fails, group by group, so
+        # that the groups whose removal breaks the model are found and left in place.
+        try:
+            _remove_all(graph or ChannelGraph(work, example_input), to_cut)
+            problem = check.problem(work, to_cut)
+        except Exception as exc:  # noqa: BLE001 - any failure of the surgery sends us group by group
+            problem = _first_line(exc)
+        if problem is not None:
+            fresh = zero_dead_channels_(copy.deepcopy(model), groups, plan)
+            cut, refused = _remove_one_by_one(fresh, example_input, to_cut, check)
+            plan = plan.refusing(refused)
+    if reference is not None and check.last_diff is None:
+        check.last_diff = _max_diff(reference, forward_outputs(cut, example_input))
+    prediction = predict_shrunk_size(model, groups, plan, example_input)
+    changed = [SpecGroup(g.root, g.channels, g.keep) for g in plan.groups if g.removed]
     spec = ArchSpec(
         model_class=class_path(model), input_shapes=input_shapes(example_input), groups=tuple(changed),
         model=model_info, round_to=round_to,
     )
-    return ShrinkResult(work, spec, plan, groups, prediction, diff)
+    return ShrinkResult(cut, spec, plan, groups, prediction, check.last_diff, refused)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def _remove_all(graph: ChannelGraph, to_cut: list[GroupPlan]) -> None:
+    for group in to_cut:
+        graph.remove_channels_(group.root, group.removed)
+
+
+class _Check:
+    """Whether a (partly) shrunk model has the planned shapes and still computes the reference outputs."""
+
+    def __init__(self, model: nn.Module, groups: list[ChannelGroup], plan: RemovalPlan, example_input: Any,
+                 reference: list[torch.Tensor] | None) -> None:
+        self.model, self.groups, self.plan = model, groups, plan
+        self.example_input = example_input
+        self.reference = reference
+        self.inexact = {g.root for g in groups if not g.exact}
+        self.scale = max([1.0] + [float(r.abs().max()) for r in reference or () if r.numel()])
+        self.last_diff: float | None = None
+
+    def problem(self, model: nn.Module, cut: list[GroupPlan]) -> str | None:
+        """None when ``model`` has the shapes planned for ``cut``, runs, and (for exact removals) equals
+        the reference; else what is wrong."""
+        wrong = self._wrong_shape(model, cut)
+        if wrong is not None:
+            return wrong
+        try:
+            outputs = forward_outputs(model, self.example_input)
+        except Exception as exc:  # noqa: BLE001 - the shrunk model fails: that is the finding
+            return f"the shrunk model fails: {_first_line(exc)}"
+        if self.reference is None:
+            return None
+        diff = _max_diff(self.reference, outputs)
+        if diff == float("inf"):
+            return "the shrunk model's outputs change shape"
+        exact = not any(g.root in self.inexact for g in cut)
+        if exact and diff > TOLERANCE * self.scale:
+            return f"the shrunk model differs from the masked one by {diff:.3g}"
+        self.last_diff = diff
+        return None
+
+    def _wrong_shape(self, model: nn.Module, cut: list[GroupPlan]) -> str | None:
+        # The size a run reports before shrinking must be the size shrinking delivers: a removal that
+        # cuts other positions than the groups describe (paired GLU halves) is refused.
+        chosen = {g.root for g in cut}
+        partial = self.plan.refusing({g.root: "" for g in self.plan.groups if g.root not in chosen})
+        expected = predicted_shapes(self.model, self.groups, partial)
+        for name, param in model.named_parameters():
+            if expected.get(name, tuple(param.shape)) != tuple(param.shape):
+                return (f"torch-pruning cuts {name} to {tuple(param.shape)}, the plan to {expected[name]} "
+                        "(channels coupled in a way the groups do not describe)")
+        return None
+
+
+def _remove_one_by_one(
+    model: nn.Module, example_input: Any, to_cut: list[GroupPlan], check: _Check
+) -> tuple[nn.Module, dict[str, str]]:
+    """Remove the groups one at a time, each checked; a group that breaks the model stays (zeroed)."""
+    refused: dict[str, str] = {}
+    done: list[GroupPlan] = []
+    graph = ChannelGraph(model, example_input)
+    for group in to_cut:
+        backup = copy.deepcopy(model)
+        try:
+            graph.remove_channels_(group.root, group.removed)
+            problem = check.problem(model, [*done, group])
+        except Exception as exc:  # noqa: BLE001 - torch-pruning's or the model's failure, per group
+            problem = f"the removal fails: {_first_line(exc)}"
+        if problem is None:
+            done.append(group)
+            continue
+        refused[group.root] = problem
+        model = backup  # the graph belongs to the broken copy: trace the restored one
+        graph = ChannelGraph(model, example_input)
+    if not done:
+        check.last_diff = None
+    return model, refused
