@@ -13,6 +13,8 @@ from secateurs.errors import UsageError
 
 __all__ = ["SHRINK", "Command", "add_prunability_arguments", "run_prunability"]
 
+_REFUSALS_SHOWN = 5
+
 
 
 
@@ -52,6 +54,11 @@ def _summary(report: dict[str, Any], out: str) -> str:
         f"accuracy {report['accuracy_run']:.2f}% -> {report['accuracy_shrunk']:.2f}%, "
         f"max output difference {report['max_abs_diff_vs_run']:.3g}",
     ]
+    refused = report.get("refused", {})
+    for root, reason in list(refused.items())[:_REFUSALS_SHOWN]:
+        lines.append(f"group {root} kept (pruned channels stay zero): {reason}")
+    if len(refused) > _REFUSALS_SHOWN:
+        lines.append(f"... and {len(refused) - _REFUSALS_SHOWN} more groups kept (see report.json)")
     if "onnx" in report:
         onnx = report["onnx"]
         lines.append(f"onnx: {onnx['file']} (onnxruntime max difference {onnx['max_abs_diff']:.3g})")

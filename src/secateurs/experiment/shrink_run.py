@@ -140,6 +140,7 @@ def shrink_run(
         "macs_before": pred.macs_before, "macs_after": after_macs, "macs_predicted": pred.macs_after,
         "prediction_matches": after_params == pred.params_after and after_macs == pred.macs_after,
         "channels_removed": result.plan.removed_channels, "channels_masked": result.plan.masked_channels,
+        "refused": result.refused,
         "max_abs_diff_reference": result.max_abs_diff,
         "max_abs_diff_vs_run": max(float((a - b).abs().max()) for a, b in zip(
             forward_outputs(loaded.model, batch), forward_outputs(result.model, batch), strict=True)),

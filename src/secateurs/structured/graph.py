@@ -23,6 +23,12 @@ from torch import nn
 
 from secateurs.errors import UsageError
 from secateurs.structured.groups import ChannelGroup, GroupMember
+from secateurs.structured.layer_adapters import (
+    detached_weight_computations,
+    is_weight_standardized,
+    per_channel_extras,
+    refresh_split_sizes_,
+)
 from secateurs.structured.module_caches import preserved_module_caches
 
 __all__ = ["ChannelGraph", "coupled_channel_groups"]
@@ -32,6 +38,13 @@ _NORMS_ACROSS_CHANNELS = (nn.LayerNorm, nn.GroupNorm)
 
 def _as_tuple(example_input: Any) -> tuple[Any, ...]:
     return example_input if isinstance(example_input, tuple) else (example_input,)
+
+
+def _tracked(inputs: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Floating-point inputs that require grad: the first layers still record a gradient function
+    when their own weights are detached for tracing (weight-standardized convolutions)."""
+    return tuple(x.detach().clone().requires_grad_(True) if isinstance(x, torch.Tensor) and x.is_floating_point()
+                 else x for x in inputs)
 
 
 class ChannelGraph:
@@ -56,10 +69,11 @@ class ChannelGraph:
         self._tp = tp
         modes = [(m, m.training) for m in model.modules()]
         try:
-            with torch.enable_grad(), warnings.catch_warnings(), preserved_module_caches(model):
+            with torch.enable_grad(), warnings.catch_warnings(), preserved_module_caches(model), \
+                    detached_weight_computations(model):
                 warnings.simplefilter("ignore")  # torch-pruning warns through print-like channels
                 self._dg = tp.DependencyGraph().build_dependency(
-                    model, example_inputs=_as_tuple(example_input), verbose=False
+                    model, example_inputs=_tracked(_as_tuple(example_input)), verbose=False
                 )
         except Exception as exc:  # noqa: BLE001 - whatever the model or the tracer raise: one clear refusal
             raise UsageError(f"cannot trace {type(model).__name__} for channel dependencies: "
@@ -127,8 +141,8 @@ class ChannelGraph:
                 blocker = "an operation whose channel sizes torch-pruning cannot infer"
             if blocker:
                 blockers.append(blocker)
-            if isinstance(module, _NORMS_ACROSS_CHANNELS):
-                exact = False
+            if isinstance(module, _NORMS_ACROSS_CHANNELS) or (not is_out and is_weight_standardized(module)):
+                exact = False  # statistics over the channels (or over the weights reading them) change
             for member in found:
                 if member.chunks > 1:
                     if member.index != member.channel:
@@ -213,7 +227,14 @@ class ChannelGraph:
             raise UsageError(f"layer {root!r} is not part of the traced forward pass")
         _mapped_in_group[0] = 0
         group = self._dg.get_pruning_group(module, pruner.prune_out_channels, sorted(int(c) for c in channels))
+        extras = [(item.dep.target.module, list(item.idxs)) for item in group
+                  if self._dg.is_out_channel_pruning_fn(item.dep.handler)
+                  and per_channel_extras(item.dep.target.module)]
+        extras = [(m, idxs, per_channel_extras(m), m.out_channels) for m, idxs in extras]
         group.prune(record_history=False)
+        for layer, idxs, names, before in extras:
+            _cut_extras_(layer, names, before, idxs)
+        refresh_split_sizes_(self.model)
 
     def out_channels(self, root: str) -> int | None:
         """Output channels of a layer as torch-pruning counts them (None if not a prunable layer)."""
@@ -223,6 +244,17 @@ class ChannelGraph:
             return None
         pruner = self._dg.get_pruner_of_module(module)
         return None if pruner is None else pruner.get_out_channels(module)
+
+
+@torch.no_grad()
+def _cut_extras_(layer: nn.Module, names: list[str], before: int, removed: Sequence[int]) -> None:
+    """Cut a convolution's extra per-output-channel parameters as torch-pruning cut its weight."""
+    gone = set(int(i) for i in removed)
+    keep = torch.tensor([i for i in range(before) if i not in gone], dtype=torch.long)
+    for name in names:
+        old = layer._parameters[name]
+        layer._parameters[name] = nn.Parameter(old.index_select(0, keep.to(old.device)).clone(),
+                                               requires_grad=old.requires_grad)
 
 
 def _conv_members(module: Any, prefix: str, is_out: bool, member: Any) -> tuple[list[GroupMember], str | None]:
@@ -240,6 +272,8 @@ def _with_bias(module: Any, prefix: str, member: Any, chunks: int = 1) -> list[G
     found = [member(prefix + "weight", 0, "out", True, chunks)]
     if getattr(module, "bias", None) is not None:
         found.append(member(prefix + "bias", 0, "out", False, chunks))
+    # e.g. the gain of a weight-standardized convolution, cut with the weight
+    found.extend(member(prefix + name, 0, "out", False, chunks) for name in per_channel_extras(module))
     return found
 
 

@@ -1,0 +1,76 @@
+"""Layers whose channels the dependency graph cannot follow unaided: how to trace and cut them.
+
+Two families of timm layers (recognised by their attributes, so timm is never imported here):
+
+* **Weight-standardized convolutions** (``StdConv2d``, ``ScaledStdConv2d`` and their ``Same``
+  variants, in NF-Nets and BiT ResNets) standardize their weight per output channel inside
+  ``forward``: the weight is reshaped, normalised and scaled by a per-channel ``gain``. Traced as
+  is, that reshape looks like a regrouping of channels and blocks every group around the layer.
+  While tracing, their parameters are swapped for detached copies, so the weight's own computation
+  leaves no trace and the layer reads as the convolution it is. When output channels go, ``gain``
+  goes with the weight (:func:`per_channel_extras`). Input channels removed from such a layer
+  change the statistics of its remaining weights: those groups are approximate.
+* **Mixed convolutions** (``MixedConv2d``: one input split at fixed sizes into several
+  convolutions) keep the split sizes in a list; after a removal they are recomputed from the
+  convolutions' new widths (:func:`refresh_split_sizes_`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from torch import nn
+
+__all__ = ["detached_weight_computations", "is_weight_standardized", "per_channel_extras", "refresh_split_sizes_"]
+
+
+def is_weight_standardized(module: nn.Module) -> bool:
+    """Whether ``module`` is a convolution that standardizes its own weight in ``forward``."""
+    return isinstance(module, nn.modules.conv._ConvNd) and "stdconv" in type(module).__name__.lower()
+
+
+def per_channel_extras(module: nn.Module) -> list[str]:
+    """Names of a convolution's parameters besides weight and bias that follow its output channels."""
+    if not isinstance(module, nn.modules.conv._ConvNd):
+        return []
+    return [name for name, p in module.named_parameters(recurse=False)
+            if name not in ("weight", "bias") and p.dim() >= 1 and p.shape[0] == module.out_channels]
+
+
+@contextmanager
+def detached_weight_computations(model: nn.Module) -> Iterator[None]:
+    """Within the context, weight-standardized convolutions compute their weight without autograd.
+
+    Their parameters are replaced by detached tensors of the same values and restored on exit, so a
+    traced forward pass sees a convolution whose weight is a constant: no reshape, no ``gain``.
+    """
+    swapped: list[tuple[nn.Module, dict]] = []
+    for module in model.modules():
+        if is_weight_standardized(module):
+            saved = dict(module._parameters)
+            swapped.append((module, saved))
+            for name, param in saved.items():
+                if param is not None:
+                    module._parameters[name] = param.detach()  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        for module, saved in swapped:
+            module._parameters.update(saved)
+
+
+def refresh_split_sizes_(model: nn.Module) -> None:
+    """Recompute the split sizes of mixed convolutions from their convolutions' input widths."""
+    for module in model.modules():
+        splits = getattr(module, "splits", None)
+        if not isinstance(splits, list) or not all(isinstance(s, int) for s in splits):
+            continue
+        convs = [m for m in module.children() if isinstance(m, nn.modules.conv._ConvNd)]
+        if len(convs) != len(splits):
+            continue
+        module.splits = [conv.in_channels for conv in convs]
+        if isinstance(getattr(module, "in_channels", None), int):
+            module.in_channels = sum(module.splits)
+        if isinstance(getattr(module, "out_channels", None), int):
+            module.out_channels = sum(conv.out_channels for conv in convs)
