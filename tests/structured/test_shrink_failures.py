@@ -84,8 +84,10 @@ def test_a_group_whose_removal_breaks_the_model_stays_and_the_rest_shrinks():
     model = randomize_(FixedSplit())
     x = torch.randn(3, 3, 8, 8)
     result, reference = _shrink_with_group_masks(model, x)
+    # The fixed split reads the stem's channels at other positions than the trace says: the check
+    # that zeroing a group's readers changes nothing (or else the removal itself) refuses it.
     assert set(result.refused) == {"stem"}
-    assert "split" in result.refused["stem"]
+    assert "misreads" in result.refused["stem"] or "split" in result.refused["stem"]
     stem_plan = result.plan.by_root()["stem"]
     assert not stem_plan.removed and stem_plan.masked > 0 and stem_plan.note == result.refused["stem"]
     assert result.model.stem.out_channels == 8  # kept whole, its pruned channels zero

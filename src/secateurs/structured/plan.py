@@ -76,14 +76,17 @@ class RemovalPlan:
         """Group plans keyed by root layer."""
         return {g.root: g for g in self.groups}
 
-    def refusing(self, reasons: Mapping[str, str]) -> RemovalPlan:
+    def refusing(self, reasons: Mapping[str, str], *, untouched: bool = False) -> RemovalPlan:
         """This plan with the named groups kept whole: their removed channels stay, as zeros.
 
         Args:
             reasons: Group root -> why its channels cannot be removed after all.
+            untouched: Also forget their dead channels, so that nothing of these groups is zeroed
+                beyond the masks (when the group's members do not say where its channels are).
         """
         groups = tuple(
-            replace(g, keep=tuple(range(g.channels)), masked=g.masked + len(g.removed), note=reasons[g.root])
+            replace(g, keep=tuple(range(g.channels)), masked=g.masked + len(g.removed), note=reasons[g.root],
+                    dead=() if untouched else g.dead)
             if g.root in reasons else g for g in self.groups
         )
         return RemovalPlan(groups, self.round_to)

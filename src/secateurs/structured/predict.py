@@ -44,9 +44,11 @@ class SizePrediction:
 
 
 def _positions(
-    groups: list[ChannelGroup], plan: RemovalPlan, model: nn.Module, which: str
+    groups: list[ChannelGroup], plan: RemovalPlan, model: nn.Module, which: str,
+    roles: tuple[str, ...] = ("out", "in"),
 ) -> dict[tuple[str, int], set[int]]:
-    """(param, dim) -> positions hit by the plan's removed (``which="removed"``) or dead channels."""
+    """(param, dim) -> positions hit by the plan's removed (``which="removed"``) or dead channels,
+    in the members of the given roles."""
     params = dict(model.named_parameters())
     by_root = plan.by_root()
     hit: dict[tuple[str, int], set[int]] = defaultdict(set)
@@ -59,7 +61,7 @@ def _positions(
         vector = torch.zeros(group.channels, dtype=torch.bool)
         vector[list(chosen)] = True
         for member in group.members:
-            if member.param in params:
+            if member.param in params and member.role in roles:
                 size = params[member.param].shape[member.dim]
                 hit[(member.param, member.dim)].update(member.tensor_positions(vector, size).tolist())
     return hit
@@ -132,7 +134,9 @@ def predict_from_masks(
 
 
 @torch.no_grad()
-def zero_dead_channels_(model: nn.Module, groups: list[ChannelGroup], plan: RemovalPlan) -> nn.Module:
+def zero_dead_channels_(
+    model: nn.Module, groups: list[ChannelGroup], plan: RemovalPlan, *, roles: tuple[str, ...] = ("out", "in")
+) -> nn.Module:
     """Zero, in place, every coupled tensor at the plan's dead channels.
 
     Filters, biases and normalisation scales and shifts of a dead channel become zero, and so do the
@@ -144,11 +148,13 @@ def zero_dead_channels_(model: nn.Module, groups: list[ChannelGroup], plan: Remo
         model: The model to change.
         groups: Its channel groups.
         plan: The removal plan.
+        roles: Which members to zero: ``("out",)`` zeroes the channels' values only (filters, biases,
+            normalisation affines), leaving the weights that read them.
 
     Returns:
         ``model``.
     """
-    for (name, dim), positions in _positions(groups, plan, model, "dead").items():
+    for (name, dim), positions in _positions(groups, plan, model, "dead", roles).items():
         if positions:
             param = model.get_parameter(name)
             param.index_fill_(dim, torch.tensor(sorted(positions), device=param.device), 0.0)

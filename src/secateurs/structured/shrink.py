@@ -166,21 +166,24 @@ def shrink(
         graph = ChannelGraph(work, example_input)
         groups = graph.groups()
     shapes = {name: tuple(p.shape) for name, p in work.named_parameters()}
+    check_input = _two_samples(example_input)
     try:
         plan = plan_removal(groups, masks, round_to=round_to, approximate=approximate, shapes=shapes)
+        zero_dead_channels_(work, groups, plan, roles=("out",))
+        reference = forward_outputs(work, check_input) if verify else None
+        misread: dict[str, str] = {}
+        if reference is not None:
+            misread = _misread_groups(work, groups, plan, check_input, reference)
+            if misread:
+                plan = plan.refusing(misread, untouched=True)
+                work = zero_dead_channels_(copy.deepcopy(model), groups, plan, roles=("out",))
+                reference = forward_outputs(work, check_input)
         zero_dead_channels_(work, groups, plan)
-    except UsageError:
+    except (UsageError, ShrinkError):
         raise
-    except Exception as exc:  # noqa: BLE001 - groups that do not fit the model: one clear line
-        raise ShrinkError(f"cannot plan the removal for {type(model).__name__}: {_first_line(exc)}") from None
-    reference = None
-    if verify:
-        try:
-            reference = forward_outputs(work, example_input)
-        except Exception as exc:  # noqa: BLE001 - the model's own failure, reported in one line
-            raise ShrinkError(f"the masked {type(model).__name__} does not run on the example input: "
-                              f"{_first_line(exc)}") from None
-    check = _Check(model, groups, plan, example_input, reference)
+    except Exception as exc:  # noqa: BLE001 - the model's or the groups' failure, in one clear line
+        raise ShrinkError(f"cannot prepare the removal for {type(model).__name__}: {_first_line(exc)}") from None
+    check = _Check(model, groups, plan, check_input, reference)
     to_cut = [g for g in plan.groups if g.removed]
     refused: dict[str, str] = {}
     cut = work
@@ -196,8 +199,9 @@ def shrink(
             fresh = zero_dead_channels_(copy.deepcopy(model), groups, plan)
             cut, refused = _remove_one_by_one(fresh, example_input, to_cut, check)
             plan = plan.refusing(refused)
+    refused = {**misread, **refused}
     if reference is not None and check.last_diff is None:
-        check.last_diff = _max_diff(reference, forward_outputs(cut, example_input))
+        check.last_diff = _max_diff(reference, forward_outputs(cut, check_input))
     prediction = predict_shrunk_size(model, groups, plan, example_input)
     changed = [SpecGroup(g.root, g.channels, g.keep) for g in plan.groups if g.removed]
     spec = ArchSpec(
@@ -205,6 +209,48 @@ def shrink(
         model=model_info, round_to=round_to,
     )
     return ShrinkResult(cut, spec, plan, groups, prediction, check.last_diff, refused)
+
+
+@torch.no_grad()
+def _misread_groups(
+    model: nn.Module, groups: list[ChannelGroup], plan: RemovalPlan, check_input: Any, reference: list[torch.Tensor]
+) -> dict[str, str]:
+    """Groups whose dead channels are still read somewhere the groups do not say.
+
+    ``model`` has every dead channel zeroed where it is made (filters, biases, norms). Zeroing also
+    the weights that read them must then change nothing; when it does, a group's readers are not
+    where the trace put them (a reshape or slice misread) or the channels are not zero when read.
+    Such groups are left to the masks. The readers of the others stay zeroed in ``model``.
+    """
+    scale = max([1.0] + [float(r.abs().max()) for r in reference if r.numel()])
+    trial = zero_dead_channels_(copy.deepcopy(model), groups, plan, roles=("in",))
+    if _max_diff(reference, forward_outputs(trial, check_input)) <= TOLERANCE * scale:
+        return {}
+    misread: dict[str, str] = {}
+    by_root = plan.by_root()
+    for group in groups:
+        decided = by_root.get(group.root)
+        if decided is None or not decided.dead:
+            continue
+        alone = RemovalPlan((decided,), plan.round_to)
+        trial = zero_dead_channels_(copy.deepcopy(model), [group], alone, roles=("in",))
+        diff = _max_diff(reference, forward_outputs(trial, check_input))
+        if diff > TOLERANCE * scale:
+            misread[group.root] = (f"its pruned channels are read where the trace does not say (outputs change by "
+                                   f"{diff:.3g}): an operation the dependency graph misreads")
+    return misread
+
+
+def _two_samples(example_input: Any) -> Any:
+    """The example input with a second, different sample appended along the batch dimension.
+
+    A removal that mixes samples (a reshape folding the batch into another dimension, sized for
+    the old width) is invisible on a batch of one.
+    """
+    if isinstance(example_input, torch.Tensor) and example_input.dim() >= 2 and example_input.shape[0] == 1:
+        other = example_input.flip(-1) * 0.5 + 0.1
+        return torch.cat([example_input, other], dim=0)
+    return example_input
 
 
 def _first_line(exc: BaseException) -> str:
