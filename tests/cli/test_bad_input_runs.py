@@ -43,13 +43,17 @@ def test_non_finite_settings_are_usage_errors(tmp_path, capsys, argv, needle):
     assert not out.exists()  # refused before anything was written
 
 
-@pytest.mark.parametrize("argv", [PRUNE, ["train", *QUICK]])
+SEARCH = ["search-tickets", *QUICK, "--epochs", "2", "-o", "rounds=1", "--values=0,0.1", "--imp", "none"]
+
+
+@pytest.mark.parametrize("argv", [PRUNE, ["train", *QUICK], SEARCH])
 def test_a_diverged_run_exits_non_zero_without_a_report(tmp_path, capsys, argv):
     out = tmp_path / "run"
     assert main([*argv, "--lr", "1e6", "--out", str(out)]) == EXIT_DIVERGED
     line = _one_line(capsys)
     assert "training diverged in epoch 1" in line and "--lr" in line
     assert not (out / "report.json").exists() and not (out / "model.safetensors").exists()
+    assert not (out / "curve.json").exists() and ("replica=0" in line) == (argv is SEARCH)
     metrics = out / "metrics.jsonl"
     for text in metrics.read_text().splitlines() if metrics.exists() else []:
         json.loads(text, parse_constant=lambda token: pytest.fail(f"non-strict JSON {token}"))

@@ -215,9 +215,8 @@ def _non_finite_value(record: dict[str, Any]) -> str | None:
 def _diverged(what: str, lane: _Lane, epoch: int, step: int | None, run_path: Path | None,
               epochs_done: int) -> DivergedError:
     """One line: where training diverged, which checkpoint is the last good one, what to try."""
-    where = f"epoch {epoch}" + (f" (step {step})" if step is not None else "")
-    if lane.tags:
-        where += " of the replica " + ", ".join(f"{k}={v}" for k, v in lane.tags.items())
+    detail = ([f"step {step}"] if step is not None else []) + [f"{k}={v}" for k, v in lane.tags.items()]
+    where = f"epoch {epoch}" + (f" ({', '.join(detail)})" if detail else "")
     if run_path is not None and epochs_done > 0 and (run_path / CHECKPOINT).exists():
         kept = f"the last good checkpoint is {run_path / CHECKPOINT} (epoch {epochs_done})"
     else:
