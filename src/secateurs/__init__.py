@@ -1,12 +1,12 @@
 """secateurs: pruning neural networks in PyTorch.
 
-The five-line integration into your own training loop::
+The five-line integration into your own training loop (the README shows one with phases)::
 
     import secateurs as sc
 
     method = sc.build_method("gmp", sparsity=0.9)                  # any name from `secateurs list methods`
     method.attach(model, horizon=sc.Horizon(epochs, len(loader)))  # masks enter via parametrizations
-    optimizer = torch.optim.SGD([{"params": model.parameters()}, *method.mask_param_groups()], lr=0.1)
+    optimizer = torch.optim.SGD(method.param_groups(weight_decay=5e-4), lr=0.1)  # weights + mask state
     # in the step: loss = task_loss + (method.penalty() or 0); ...; optimizer.step(); method.on_step(step)
     masks = method.finalize()                                       # hard masks baked into the weights
 

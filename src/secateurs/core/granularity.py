@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -47,6 +48,8 @@ class Granularity(ABC):
 
     #: Short name used in configs, reports and mask files.
     spec: str
+    #: Name of the kind (``"N:M"`` for every N:M), as methods declare what they support.
+    kind: ClassVar[str]
 
     def supports(self, shape: torch.Size | tuple[int, ...]) -> bool:
         """Whether a weight of this shape can be pruned at this granularity."""
@@ -127,6 +130,7 @@ class Unstructured(Granularity):
     """Every weight element is a unit. Groups: the inputs of each output neuron or filter."""
 
     spec: str = "unstructured"
+    kind: ClassVar[str] = "unstructured"
 
     def supports(self, shape: torch.Size | tuple[int, ...]) -> bool:
         return len(shape) >= 1
@@ -146,6 +150,7 @@ class Kernel(Granularity):
     """
 
     spec: str = "kernel"
+    kind: ClassVar[str] = "kernel"
 
     def unit_shape(self, shape: torch.Size | tuple[int, ...]) -> torch.Size:
         return torch.Size(shape[:2])
@@ -162,6 +167,7 @@ class Filter(Granularity):
     """
 
     spec: str = "filter"
+    kind: ClassVar[str] = "filter"
 
     def unit_shape(self, shape: torch.Size | tuple[int, ...]) -> torch.Size:
         return torch.Size(shape[:1])
@@ -182,6 +188,7 @@ class NofM(Granularity):
     that sparse tensor cores accelerate.
     """
 
+    kind: ClassVar[str] = "N:M"
     n: int = 2
     m: int = 4
 

@@ -29,11 +29,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from secateurs.core.granularity import Filter, Granularity, parse_granularity
+from secateurs.core.granularity import Filter, Granularity, Kernel, NofM, Unstructured, parse_granularity
 from secateurs.core.masks import MaskSet
 from secateurs.core.parametrize import MaskParametrization
 from secateurs.core.selection import SCOPES
 from secateurs.core.targets import Target, select_targets
+from secateurs.core.weight_groups import weight_groups
 from secateurs.config_validation import validate_fields
 from secateurs.errors import UsageError
 from secateurs.methods.ticket import TicketSearch
@@ -146,10 +147,17 @@ class PruningMethod(ABC):
     #: How the method searches lottery tickets over several settings in one data pass
     #: (:func:`secateurs.experiment.search_tickets`); None: it cannot.
     ticket_search: ClassVar[TicketSearch | None] = None
+    #: The granularity kinds this method supports; a config with another is refused. Every method
+    #: declares its own, and the contract tests run each declared one (an unexpected refusal fails).
+    granularities: ClassVar[tuple[type[Granularity], ...]] = (Unstructured, Kernel, Filter, NofM)
 
     def __init__(self, config: MethodConfig) -> None:
         if not isinstance(config, self.Config):
             raise TypeError(f"{type(self).__name__} takes a {self.Config.__name__}, got {type(config).__name__}")
+        if not isinstance(config.granularity, self.granularities):
+            kinds = ", ".join(g.kind for g in self.granularities)
+            raise UsageError(f"{self.registry_name or type(self).__name__} supports the granularities {kinds}, "
+                             f"not {config.granularity}")
         self.config = config.with_run_seed(0)  # a method built on its own: seed 0 unless given
         self.generator = torch.Generator().manual_seed(self.config.seed)
         self.model: nn.Module | None = None
@@ -290,6 +298,22 @@ class PruningMethod(ABC):
     def mask_parameters(self) -> list[nn.Parameter]:
         """Learned mask state (scores, logits), for an optimizer group without weight decay."""
         return [p for par in self.parametrizations.values() for p in par.parameters()]
+
+    def param_groups(self, model: nn.Module | None = None, *, weight_decay: float = 0.0,
+                     decay_bias_norm: bool = True) -> list[dict[str, Any]]:
+        """Every optimizer parameter group a training loop needs, in one call.
+
+        The model's weights (without the learned mask state, which ``model.parameters()`` also
+        yields and which may sit in one group only) with ``weight_decay`` (not on biases and
+        normalisation parameters with ``decay_bias_norm=False``), then :meth:`mask_param_groups`. ``model`` defaults to the attached one (pass the wrapper you train,
+        e.g. a ``DistributedDataParallel``, when it differs)::
+
+            optimizer = torch.optim.SGD(method.param_groups(weight_decay=5e-4), lr=0.1, momentum=0.9)
+        """
+        model = model if model is not None else self.model
+        if model is None:
+            raise RuntimeError("attach the method to a model first, or pass the model")
+        return [*weight_groups(model, weight_decay, decay_bias_norm=decay_bias_norm), *self.mask_param_groups()]
 
     def mask_param_groups(self) -> list[dict[str, Any]]:
         """Optimizer parameter groups for :meth:`mask_parameters` (override to set a learning rate)."""

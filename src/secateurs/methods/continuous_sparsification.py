@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from secateurs.core.granularity import parse_granularity
+from secateurs.core.granularity import Filter, Kernel, NofM, Unstructured, parse_granularity
 from secateurs.core.parametrize import MaskParametrization
 from secateurs.core.selection import select
 from secateurs.core.targets import Target
@@ -181,6 +181,7 @@ class ContinuousSparsification(PruningMethod):
     """Learned soft gates σ(βs) with an L1 penalty, β annealed per round; prune or ticket mode."""
 
     Config = CSConfig
+    granularities = (Unstructured, Kernel, Filter, NofM)
     config: CSConfig
     # The paper's ticket search: free masks whose sparsity emerges from s0 (or λ), rewind, train the ticket.
     ticket_search = TicketSearch(options={"mode": "ticket"}, untargeted={"free": True}, targeted={"free": False},

@@ -49,7 +49,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from secateurs.core.granularity import Kernel, Unstructured
+from secateurs.core.granularity import Filter, Kernel, NofM, Unstructured
 from secateurs.core.gumbel import RELAX_ORDERS
 from secateurs.core.masks import MaskSet
 from secateurs.core.parametrize import MaskParametrization, original_name
@@ -182,6 +182,7 @@ class DynamicProbabilisticPruning(PruningMethod):
     """Dynamic Probabilistic Pruning with optional joint quantization and mask-information metrics."""
 
     Config = DPPConfig
+    granularities = (Unstructured, Kernel, Filter, NofM)
     samples_masks = True
     config: DPPConfig
 

@@ -344,6 +344,7 @@ class GibbsPruning(PruningMethod):
     """Gibbs pruning at unstructured, kernel, filter or N:M granularity."""
 
     Config = GibbsConfig
+    granularities = (Unstructured, Kernel, Filter, NofM)
     samples_masks = True
     config: GibbsConfig
 

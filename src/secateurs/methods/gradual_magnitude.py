@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from secateurs.core.granularity import Filter, Kernel, NofM, Unstructured
 from secateurs.core.schedules import polynomial
 from secateurs.errors import UsageError
 from secateurs.methods.base import MethodConfig, Phase
@@ -56,6 +57,7 @@ class GradualMagnitudePruning(ScoreBasedMethod):
     """Magnitude masks tightened on a cubic schedule, then fine-tuning at the final mask."""
 
     Config = GradualMagnitudeConfig
+    granularities = (Unstructured, Kernel, Filter, NofM)
     config: GradualMagnitudeConfig
 
     def _ramp(self) -> tuple[int, int, int]:

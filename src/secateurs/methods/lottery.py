@@ -20,6 +20,7 @@ from typing import Any
 
 from torch import Tensor
 
+from secateurs.core.granularity import Filter, Kernel, NofM, Unstructured
 from secateurs.errors import UsageError
 from secateurs.methods.base import MethodConfig, Phase
 from secateurs.methods.registry import METHODS
@@ -54,6 +55,7 @@ class LotteryTicketPruning(ScoreBasedMethod):
     """Rounds of train, prune by magnitude, rewind."""
 
     Config = LotteryConfig
+    granularities = (Unstructured, Kernel, Filter, NofM)
     config: LotteryConfig
 
     def __init__(self, config: LotteryConfig) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from secateurs.core.granularity import Filter, Kernel, NofM, Unstructured
 from secateurs.errors import UsageError
 from secateurs.methods.base import MethodConfig
 from secateurs.methods.registry import METHODS
@@ -39,6 +40,7 @@ class MagnitudePruning(ScoreBasedMethod):
     """Keep the largest-magnitude units (L2 norm of each unit)."""
 
     Config = MagnitudeConfig
+    granularities = (Unstructured, Kernel, Filter, NofM)
     config: MagnitudeConfig
 
     @property

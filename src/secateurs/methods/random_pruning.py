@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from secateurs.core.granularity import Filter, Kernel, NofM, Unstructured
 from secateurs.methods.registry import METHODS
 from secateurs.methods.scoring import ScoreBasedMethod
 
@@ -18,6 +19,8 @@ __all__ = ["RandomPruning"]
 @METHODS.register("random", description="remove random units at the start, then train (a sanity floor)")
 class RandomPruning(ScoreBasedMethod):
     """Uniformly random masks at the target sparsity."""
+
+    granularities = (Unstructured, Kernel, Filter, NofM)
 
     def scores(self, name: str, weight: Tensor) -> Tensor:
         return torch.rand(weight.shape, generator=self.generator, device=weight.device)

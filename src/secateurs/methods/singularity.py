@@ -116,6 +116,7 @@ class SingularityPruning(PruningMethod):
     """Layer-wise counts under estimated caps, then filters chosen by pivoted QR, in rounds."""
 
     Config = SingularityConfig
+    granularities = (Filter,)
     config: SingularityConfig
 
     def __init__(self, config: SingularityConfig) -> None:

@@ -8,34 +8,11 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from secateurs.core.parametrize import original_name
+from secateurs.core.weight_groups import decay_split, weight_groups
 from secateurs.methods.base import PruningMethod
 from secateurs.train.config import TrainConfig
 
-__all__ = ["build_optimizer", "decay_split", "lr_factor"]
-
-#: Layers whose parameters are normalisation scales and shifts (never decayed when biases are not).
-_NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
-
-
-def decay_split(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-    """The model's trainable weights, split into (decayed, not decayed) the way training recipes do.
-
-    Not decayed: biases, the parameters of normalisation layers, and any other 1-D parameter (a
-    per-channel scale or shift): pulling them towards zero regularises nothing and shifts what the
-    layer computes. Learned mask state inside parametrizations is neither (the method owns it).
-    """
-    decayed, kept = [], []
-    for name, p in model.named_parameters():  # each shared parameter once
-        if original_name(name) is None or not p.requires_grad:
-            continue
-        owner, _, leaf = name.rpartition(".")
-        module = model.get_submodule(owner) if owner else model
-        if isinstance(module, _NORM_LAYERS) or leaf == "bias" or p.ndim <= 1:
-            kept.append(p)
-        else:
-            decayed.append(p)
-    return decayed, kept
+__all__ = ["build_optimizer", "decay_split", "lr_factor"]  # decay_split: re-exported, it lived here
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig, method: PruningMethod | None = None) -> torch.optim.Optimizer:
@@ -45,14 +22,10 @@ def build_optimizer(model: nn.Module, config: TrainConfig, method: PruningMethod
     the method, without weight decay (decaying scores towards 0 would bias the masks). Biases and
     normalisation parameters are decayed only when ``config.decay_bias_norm`` says so.
     """
-    if config.decay_bias_norm:
-        weights = [p for n, p in model.named_parameters() if original_name(n) is not None and p.requires_grad]
-        groups: list[dict] = [{"params": weights, "weight_decay": config.weight_decay}]
-    else:
-        decayed, kept = decay_split(model)
-        groups = [{"params": decayed, "weight_decay": config.weight_decay}, {"params": kept, "weight_decay": 0.0}]
     if method is not None:
-        groups += method.mask_param_groups()
+        groups = method.param_groups(model, weight_decay=config.weight_decay, decay_bias_norm=config.decay_bias_norm)
+    else:
+        groups = weight_groups(model, config.weight_decay, decay_bias_norm=config.decay_bias_norm)
     for g in groups:
         g.setdefault("lr", config.lr)
         g["base_lr"] = g["lr"]
