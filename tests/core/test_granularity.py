@@ -361,3 +361,22 @@ def test_list_granularities_names_parse():
     for name in names:
         if name != "N:M":
             parse_granularity(name)
+
+
+@FAST
+@given(shape=weight_shapes(), gran=st.sampled_from(GRANULARITIES), seed=st.integers(0, 2**16),
+       how=st.sampled_from(["sum", "mean", "l1"]))
+def test_reduce_of_expand_round_trips(shape, gran, seed, how):
+    """Expanding unit values to the weight and reducing them again gives the unit values back (times
+    the unit size for a sum): reduce and expand address the same elements for every unit."""
+    if not gran.supports(shape):
+        return
+    g = torch.Generator().manual_seed(seed)
+    unit = torch.rand(gran.unit_shape(shape), generator=g, dtype=torch.float64)
+    full = gran.expand(unit, shape).contiguous()
+    size = gran.unit_size(shape)
+    expected = unit if how == "mean" else unit * size
+    assert torch.allclose(gran.reduce(full, how), expected)
+    # A boolean unit mask survives the round trip exactly.
+    mask = unit < 0.5
+    assert torch.equal(gran.reduce(gran.expand(mask, shape).double(), "sum") == size, mask)
