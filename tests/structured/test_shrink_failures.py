@@ -135,3 +135,19 @@ def test_macs_count_on_a_model_passing_a_parameter_into_a_submodule():
             return self.fc(x + token)
 
     assert count_macs(Tokens(), torch.randn(3, 4)).dense == 3 * 4 * 2
+
+
+def test_the_run_report_gives_the_size_shrink_delivers_with_refused_groups_kept():
+    from secateurs.experiment.report import _shrunk_size
+
+    torch.manual_seed(0)
+    model = randomize_(FixedSplit())
+    x = torch.randn(1, 3, 8, 8)
+    groups = coupled_channel_groups(model, x)
+    masks = group_masks(model, groups, prune=0.4)
+    squash_(model, masks)
+    sizes = _shrunk_size(model, masks, x, groups)
+    delivered = shrink(model, masks, x, groups=groups).model
+    assert sizes["params_shrunk"] == count_params(delivered)
+    assert sizes["macs_shrunk"] == count_macs(delivered, x).dense
+    assert sizes["shrink_refused_groups"] == ["stem"]

@@ -16,7 +16,6 @@ from torch import nn
 
 from secateurs.core.granularity import Filter
 from secateurs.core.masks import MaskSet
-from secateurs.errors import UsageError
 from secateurs.experiment.config import RunConfig
 from secateurs.metrics import count_macs, count_nonzero_params, count_params, layer_table, measure_latency
 
@@ -82,14 +81,29 @@ def build_report(
 def _shrunk_size(model: nn.Module, masks: MaskSet | None, example_input: torch.Tensor,
                  groups: list[ChannelGroup] | None) -> dict[str, Any]:
     """For filter masks: what ``secateurs shrink`` will leave (effective MACs count only the zero
-    filters, not the input channels of the next layer that removal also takes away)."""
+    filters, not the input channels of the next layer that removal also takes away).
+
+    The shrink itself is run (and thrown away), so that groups it refuses (their removal would break
+    the model or its outputs) are counted as kept: the numbers are the ones ``secateurs shrink``
+    delivers, not only the plan's."""
     if masks is None or not len(masks) or not all(isinstance(e.granularity, Filter) for e in masks.values()):
         return {}
-    from secateurs.structured import predict_from_masks
+    from torch.nn.utils import parametrize
 
+    from secateurs.errors import SecateursError
+    from secateurs.structured import predict_from_masks, shrink
+
+    refused: dict[str, str] = {}
     try:
-        size = predict_from_masks(model, masks, example_input, groups=groups)
-    except UsageError as exc:
+        if any(parametrize.is_parametrized(m) for m in model.modules()):
+            size = predict_from_masks(model, masks, example_input, groups=groups)
+        else:
+            result = shrink(model, masks, example_input, groups=groups)
+            size, refused = result.prediction, result.refused
+    except SecateursError as exc:
         log.warning("no shrunk size in the report: %s", exc)
         return {}
-    return {"params_shrunk": size.params_after, "macs_shrunk": size.macs_after}
+    out: dict[str, Any] = {"params_shrunk": size.params_after, "macs_shrunk": size.macs_after}
+    if refused:
+        out["shrink_refused_groups"] = sorted(refused)
+    return out

@@ -30,6 +30,7 @@ from secateurs.structured.layer_adapters import (
     refresh_split_sizes_,
 )
 from secateurs.structured.module_caches import preserved_module_caches
+from secateurs.structured.tp_speedups import install_bounded_search
 
 __all__ = ["ChannelGraph", "coupled_channel_groups"]
 
@@ -65,6 +66,7 @@ class ChannelGraph:
         import torch_pruning as tp
 
         _make_reshape_mapping_safe(tp)
+        install_bounded_search(tp)
         self.model = model
         self._tp = tp
         modes = [(m, m.training) for m in model.modules()]
