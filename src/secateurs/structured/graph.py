@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from secateurs.errors import UsageError
+from secateurs.structured.attention_heads import attention_group, attention_of, cut_head_dims_
 from secateurs.structured.groups import ChannelGroup, GroupMember
 from secateurs.structured.layer_adapters import (
     detached_weight_computations,
@@ -95,6 +96,11 @@ class ChannelGraph:
         dg, found, seen = self._dg, [], set()
         for module in list(dg.module2node):
             if not isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)) or module in seen:
+                continue
+            heads = attention_group(self.model, self._names.get(module, "")) if isinstance(module, nn.Linear) else None
+            if heads is not None:  # per-head dimensions: a known structure the generic trace cannot follow
+                seen.add(module)
+                found.append(heads)
                 continue
             pruner = dg.get_pruner_of_module(module)
             channels = None if pruner is None else pruner.get_out_channels(module)
@@ -224,6 +230,13 @@ class ChannelGraph:
             module = self.model.get_submodule(root)
         except AttributeError:
             raise UsageError(f"the model has no layer {root!r}") from None
+        attn = attention_of(self.model, root) if isinstance(module, nn.Linear) else None
+        if attn is not None:
+            try:
+                cut_head_dims_(attn, channels)
+            except ValueError as exc:
+                raise UsageError(f"cannot cut the head dimensions of {root}: {exc}") from None
+            return
         pruner = self._dg.get_pruner_of_module(module)
         if pruner is None or module not in self._dg.module2node:
             raise UsageError(f"layer {root!r} is not part of the traced forward pass")

@@ -19,6 +19,7 @@ from torch import nn
 
 from secateurs.core.masks import MaskSet
 from secateurs.metrics import count_macs
+from secateurs.structured.attention_heads import attention_matmul_macs, kept_head_share
 from secateurs.structured.groups import ChannelGroup
 from secateurs.structured.plan import RemovalPlan, plan_removal
 
@@ -108,6 +109,12 @@ def predict_shrunk_size(
         old = model.get_parameter(weight).numel()
         # Convolution and linear MACs are (weight elements) x (output positions): they scale exactly.
         macs_after += layer.dense * new_numel.get(weight, old) // old - layer.dense
+    # q·k and weights·v inside attention scale with the head width (not a layer's weight).
+    shares = kept_head_share(model, groups, {g.root: len(g.removed) for g in plan.groups if g.removed})
+    if shares:
+        products = attention_matmul_macs(model, example_input, list(shares))
+        for name, (kept, total) in shares.items():
+            macs_after -= products[name] - products[name] * kept // total
     return SizePrediction(before, after, macs.dense, macs_after)
 
 
