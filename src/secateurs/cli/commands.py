@@ -11,6 +11,7 @@ from secateurs.cli.bench_command import bench_arguments, report_arguments, run_b
 from secateurs.cli.command import Command
 from secateurs.cli.command import write_out as _out
 from secateurs.cli.estimate_command import ESTIMATE
+from secateurs.cli.reproduce_command import REPRODUCE
 from secateurs.cli.run_args import add_run_arguments, run_config_from_args, setting_sources
 from secateurs.cli.shrink_command import SHRINK, add_prunability_arguments, run_prunability
 from secateurs.cli.ticket_search_command import Command as SEARCH_TICKETS
@@ -136,6 +137,7 @@ COMMANDS: dict[str, Command] = {
     "prune": Command("prune a model with a method (from scratch or --from a trained model)", _prune_args,
                      lambda a: _execute(a, True)),
     "inspect": Command("show a run's report and per-layer table", _inspect_args, _inspect_run),
+    "reproduce": REPRODUCE,
     "shrink": SHRINK,
     "estimate": ESTIMATE,
     "search-tickets": SEARCH_TICKETS,
