@@ -139,3 +139,25 @@ def test_pretraining_is_the_reference_when_there_is_no_dense_cell(tmp_path):
 def write_report_for(tmp_path, records):
     (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     return write_report(tmp_path, plots=False)
+
+
+def test_environment_block_per_run_group_and_a_warning_when_environments_differ(bench, tmp_path):
+    env = {"secateurs": "0.1.0", "git_commit": "abc", "git_dirty": False, "python": "3.11.7", "torch": "2.5.0",
+           "torchvision": None, "device": "cpu", "device_name": "Some CPU", "cuda": None, "threads": 1,
+           "deterministic": False}
+    ok = [r for r in RECORDS if r.get("status") == "ok"]
+    for record in ok:
+        threads = 2 if record["method"] == "random" else 1  # one run from another environment
+        (tmp_path / record["run_dir"] / "run.json").write_text(json.dumps({"environment": {**env, "threads": threads}}))
+    files = write_report(tmp_path, plots=False)
+    text = files.markdown.read_text()
+    assert "Environment E1: secateurs 0.1.0 (git abc) | python 3.11.7 | torch 2.5.0 | cpu: Some CPU, 1 threads" in text
+    assert "Environment E2:" in text and "2 threads" in text
+    assert "Warning: the runs compared here come from 2 environments (E1, E2) that differ in threads" in text
+    random_row = next(line for line in text.splitlines() if line.startswith("| random | unstructured |"))
+    assert random_row.rstrip(" |").endswith("E2")
+    assert "class='warning'" in files.html.read_text()
+    # All runs alike: the block, no warning.
+    (tmp_path / ok[-1]["run_dir"] / "run.json").write_text(json.dumps({"environment": env}))
+    text = write_report(tmp_path, plots=False).markdown.read_text()
+    assert "Environment E1:" in text and "Warning" not in text

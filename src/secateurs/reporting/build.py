@@ -12,6 +12,7 @@ import yaml
 from secateurs.bench.results import latest_by_cell, read_results
 from secateurs.errors import UsageError
 from secateurs.reporting.aggregate import SummaryRow, failures, summarize
+from secateurs.reporting.environment import load_environments
 from secateurs.reporting.html import render_html
 from secateurs.reporting.tables import build_tables, render_markdown, write_csv
 
@@ -52,7 +53,7 @@ def write_report(bench_dir: str | Path, out: str | Path | None = None, *, plots:
         raise UsageError(f"{bench_dir} holds no results (results.jsonl is missing or empty)")
     title, description = _suite_text(bench_dir)
     rows = summarize(records)
-    tables = build_tables(rows)
+    tables = build_tables(rows, load_environments(bench_dir, rows))
     failed = failures(records)
     out.mkdir(parents=True, exist_ok=True)
     images = _plots(rows, bench_dir, out) if plots else []

@@ -17,6 +17,7 @@ th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
 th { background: #f2f2f2; } td:first-child, th:first-child { text-align: left; }
 figure { display: inline-block; margin: 0.5em; } img { max-width: 100%; border: 1px solid #eee; }
 figcaption { font-size: 0.85em; color: #555; } .caption { color: #555; font-size: 0.9em; }
+.env p { margin: 0.2em 0; font-size: 0.85em; color: #444; } .env p.warning { color: #a40; font-weight: bold; }
 """
 
 
@@ -32,6 +33,10 @@ def render_html(tables: Sequence[Table], *, title: str, description: str = "",
         if table.caption:
             parts.append(f"<p class='caption'>{escape(table.caption)}</p>")
         parts.append(_table(table))
+        if table.notes:
+            parts.append("<div class='env'>" + "".join(
+                f"<p class='{'warning' if n.startswith('Warning') else 'note'}'>{escape(n)}</p>" for n in table.notes)
+                + "</div>")
     if failures:
         parts.append("<h2>Cells without a result</h2><ul>")
         parts += [f"<li><code>{escape(str(f['cell']))}</code>: {escape(str(f.get('status')))}: "

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from secateurs.reporting.aggregate import Stat, SummaryRow, reference_for
+from secateurs.reporting.environment import Environments
 
 __all__ = ["CSV_COLUMNS", "Table", "build_tables", "render_markdown", "series_label", "target_label", "write_csv"]
 
@@ -30,7 +31,7 @@ class Table:
     """A titled table of text cells."""
 
     title: str
-    header: Sequence[str]
+    header: list[str]
     rows: list[list[str]]
     caption: str = ""
     setting: tuple[str, str] | None = None
@@ -56,13 +57,23 @@ def fmt_stat(stat: Stat | None, digits: int = 2) -> str:
     return text if stat.std is None else f"{text} ± {stat.std:.{digits}f}"
 
 
-def build_tables(rows: Sequence[SummaryRow]) -> list[Table]:
-    """Per (model, dataset): headline tables (accuracy by method x target), then the detail table."""
+def build_tables(rows: Sequence[SummaryRow], environments: Environments | None = None) -> list[Table]:
+    """Per (model, dataset): headline tables (accuracy by method x target), then the detail table.
+
+    With ``environments`` (from the runs' records) the detail table names each row's environment and
+    carries the run group's environment block (with a warning when its runs came from several).
+    """
     tables: list[Table] = []
     for setting in dict.fromkeys(r.setting for r in rows):
         mine = [r for r in rows if r.setting == setting]
         tables += _headline_tables(mine, setting, reference_for(rows, setting))
-        tables.append(_detail_table(mine, setting))
+        detail = _detail_table(mine, setting)
+        if environments is not None:
+            detail.header = [*detail.header, "env"]
+            for cells, row in zip(detail.rows, mine):
+                cells.append(environments.column(row))
+            detail.notes = environments.notes(mine)
+        tables.append(detail)
     return tables
 
 
@@ -106,7 +117,7 @@ def _detail_table(rows: list[SummaryRow], setting: tuple[str, str]) -> Table:
     caption = ("Mean ± sample std over seeds. Compression = params_total / params_nonzero (whole model); "
                "speedup = macs_dense / macs_effective (theoretical); filter rows count the shrunk model "
                "(params_shrunk, macs_shrunk). Epochs: pretraining + run.")
-    return Table(f"{setting[0]} on {setting[1]}: all runs", _DETAIL_HEADER, body, caption, setting)
+    return Table(f"{setting[0]} on {setting[1]}: all runs", list(_DETAIL_HEADER), body, caption, setting)
 
 
 def _epochs(row: SummaryRow) -> str:
@@ -145,6 +156,9 @@ def render_markdown(tables: Sequence[Table], *, title: str, description: str = "
         lines.append("|" + "|".join("---" for _ in table.header) + "|")
         lines += ["| " + " | ".join(_md_escape(c) for c in row) + " |" for row in table.rows]
         lines.append("")
+        if table.notes:
+            lines += [("> **" + n + "**") if n.startswith("Warning") else f"- {n}" for n in table.notes]
+            lines.append("")
     if failures:
         lines += ["## Cells without a result", ""]
         lines += [f"- `{f['cell']}`: {f.get('status')}: {f.get('error', '')}" for f in failures]
