@@ -23,6 +23,8 @@ from hypothesis import strategies as st
 
 from secateurs.cli.main import main
 
+from _damaged import damaged, flip_bit, idx_files, mlp_weights, pruned_run, truncate  # noqa: E402 (tests/cli)
+
 RUN = ["--model", "mlp", "--data", "synthetic", "--device", "cpu"]
 PRUNE = ["prune", *RUN, "--method", "gmp", "--sparsity", "0.5"]
 
@@ -46,6 +48,16 @@ def _started_run(tmp: Path, *, checkpoint: bool = True) -> None:
                          "method_options": {"sparsity": 0.5}}).save(tmp / "run" / "config.yaml")
     if checkpoint:
         (tmp / "run" / "checkpoint.pt").write_bytes(b"stands for a checkpoint")
+
+
+def _torch_weights(tmp: Path) -> None:
+    import torch
+
+    from secateurs.utils.io import load_safetensors
+
+    mlp_weights(tmp / "w.safetensors")
+    torch.save(load_safetensors(tmp / "w.safetensors"), tmp / "w.pt")
+    (tmp / "w.safetensors").unlink()
 
 
 @dataclass(frozen=True)
@@ -138,6 +150,31 @@ CASES = [
                                "--out", "{tmp}/run"], "refused to load", lambda tmp: _evil_pickle(tmp / "evil.pt")),
     Case("shrink-unstructured-grammar", ["shrink", "{tmp}/done", "--out", "{tmp}/small"], "is an unstructured run",
          lambda tmp: _finished_run(tmp / "done")),
+    # -------------------------------------------------- damaged files (truncated, a flipped bit, not the format)
+    *[Case(f"damaged-{what}-{how}", argv, needle, damaged(prepare, target, damage))
+      for what, argv, prepare, target in (
+          ("from-safetensors", [*PRUNE, "--from", "{tmp}/w.safetensors", "--out", "{tmp}/new"],
+           lambda t: mlp_weights(t / "w.safetensors"), "w.safetensors"),
+          ("from-run-weights", [*PRUNE, "--from", "{tmp}/run", "--out", "{tmp}/new"],
+           lambda t: pruned_run(t / "run"), "run/model.safetensors"),
+          ("from-run-report", [*PRUNE, "--from", "{tmp}/run", "--out", "{tmp}/new"],
+           lambda t: pruned_run(t / "run"), "run/report.json"),
+          ("shrink-masks", ["shrink", "{tmp}/run", "--out", "{tmp}/small"],
+           lambda t: pruned_run(t / "run"), "run/masks.safetensors"),
+          ("shrink-weights", ["shrink", "{tmp}/run", "--out", "{tmp}/small"],
+           lambda t: pruned_run(t / "run"), "run/model.safetensors"),
+          ("shrink-report", ["shrink", "{tmp}/run", "--out", "{tmp}/small"],
+           lambda t: pruned_run(t / "run"), "run/report.json"),
+          ("inspect-report", ["inspect", "{tmp}/run"], lambda t: pruned_run(t / "run"), "run/report.json"),
+          ("idx-gz", ["train", *RUN[:2], "--data", "mnist", "--data-dir", "{tmp}/mnist", "--out", "{tmp}/new"],
+           lambda t: idx_files(t / "mnist"), "mnist/train-images-idx3-ubyte.gz"),
+      )
+      for how, damage, needle in (("truncated", truncate, "damaged"), ("bit-flip", flip_bit, "damaged"))
+      if not (how == "bit-flip" and target.endswith(".json"))],  # a flipped bit in JSON text may stay valid JSON
+    Case("damaged-report-not-json", ["inspect", "{tmp}/run"], "report.json is damaged",
+         damaged(lambda t: pruned_run(t / "run"), "run/report.json", lambda p: p.write_bytes(b"\xff\xfe{"))),
+    Case("damaged-from-pt-truncated", [*PRUNE, "--from", "{tmp}/w.pt", "--out", "{tmp}/new"], "w.pt is damaged",
+         damaged(_torch_weights, "w.pt", truncate)),
 ]
 
 

@@ -300,3 +300,23 @@ def test_save_load_round_trip_property(masks, tmp_path_factory):
     again = path.with_name("again.safetensors")
     loaded.save(again)
     assert again.read_bytes() == path.read_bytes()
+
+
+def test_load_of_a_damaged_mask_file_raises_damaged_file_error(tmp_path):
+    from secateurs.core.granularity import parse_granularity
+    from secateurs.core.masks import MaskEntry
+    from secateurs.errors import DamagedFileError
+
+    masks = MaskSet({"w": MaskEntry(torch.tensor([True, False, True]), parse_granularity("unstructured"),
+                                    torch.Size([3]))})
+    path = tmp_path / "m.safetensors"
+    masks.save(path)
+    good = path.read_bytes()
+    damaged = {"truncated": good[: len(good) // 2], "bit-flip": good[:-1] + bytes([good[-1] ^ 0x01]),
+               "empty": b"", "text": b"not a mask file at all"}
+    for how, data in damaged.items():
+        path.write_bytes(data)
+        with pytest.raises(DamagedFileError, match="m.safetensors"):
+            MaskSet.load(path)
+    path.write_bytes(good)
+    assert torch.equal(MaskSet.load(path)["w"].mask, masks["w"].mask)

@@ -99,3 +99,28 @@ def test_malformed_specs_are_usage_errors(tmp_path):
 def test_spec_json_round_trip(shrunk_dir):
     _, result = shrunk_dir
     assert ArchSpec.from_dict(json.loads(json.dumps(result.spec.to_dict()))) == result.spec
+
+
+@pytest.mark.parametrize(("target", "damage"), [
+    ("arch.json", lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2])),        # truncated
+    ("arch.json", lambda p: p.write_text(p.read_text().replace('"keep"', '"kept"', 1))),        # a field renamed
+    ("arch.json", lambda p: p.write_bytes(b"\xff" + p.read_bytes())),                            # not UTF-8
+    ("model.safetensors", lambda p: p.write_bytes(p.read_bytes()[:100])),                        # truncated
+    ("model.safetensors", lambda p: p.write_bytes(_flip(p.read_bytes()))),                       # a flipped bit
+])
+def test_damaged_files_raise_the_projects_own_error(shrunk_dir, tmp_path, target, damage):
+    import secateurs
+    from secateurs.errors import DamagedFileError
+
+    directory, _ = shrunk_dir
+    for path in directory.iterdir():
+        (tmp_path / path.name).write_bytes(path.read_bytes())
+    damage(tmp_path / target)
+    with pytest.raises(DamagedFileError, match=f"{target}.*damaged|damaged"):
+        secateurs.load(tmp_path)
+
+
+def _flip(data: bytes) -> bytes:
+    out = bytearray(data)
+    out[-10] ^= 0x01
+    return bytes(out)
