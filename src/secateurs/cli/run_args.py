@@ -50,7 +50,8 @@ def add_run_arguments(p: argparse.ArgumentParser, *, pruning: bool) -> None:
     p.add_argument("--channels-last", dest="channels_last", action="store_true", default=S,
                    help="channels-last (NHWC) weights and inputs (faster convolutions on GPUs)")
     p.add_argument("--decay-bias-norm", dest="decay_bias_norm", action=argparse.BooleanOptionalAction, default=S,
-                   help="apply weight decay to biases and normalisation parameters too (recipe: train.decay_bias_norm)")
+                   help="apply weight decay to biases and normalisation parameters too (default: off; recipe key "
+                        "train.decay_bias_norm)")
     p.add_argument("--deterministic", action="store_true", default=S,
                    help="deterministic torch algorithms and cuDNN settings (recorded in run.json)")
     p.add_argument("--no-augment", dest="augment", action="store_false", default=S, help="no training augmentation")
