@@ -132,10 +132,10 @@ def test_weight_decay_skips_mask_parameters():
     scores = nn.Parameter(torch.zeros(3))
     method.mask_param_groups = lambda: [{"params": [scores], "weight_decay": 0.0}]  # type: ignore[method-assign]
     opt = build_optimizer(model, TrainConfig(weight_decay=0.1), method)
-    assert opt.param_groups[0]["weight_decay"] == 0.1
-    assert opt.param_groups[1]["weight_decay"] == 0.0
-    assert opt.param_groups[1]["params"][0] is scores
-    weight_ids = {id(p) for p in opt.param_groups[0]["params"]}
+    assert opt.param_groups[0]["weight_decay"] == 0.1  # weight matrices; then biases (no decay by default)
+    assert opt.param_groups[-1]["weight_decay"] == 0.0
+    assert opt.param_groups[-1]["params"][0] is scores
+    weight_ids = {id(p) for g in opt.param_groups[:-1] for p in g["params"]}
     assert id(scores) not in weight_ids
 
 
