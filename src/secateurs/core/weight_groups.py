@@ -44,9 +44,10 @@ def decay_split(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter
     return decayed, kept
 
 
-def weight_groups(model: nn.Module, weight_decay: float = 0.0, *, decay_bias_norm: bool = True) -> list[dict[str, Any]]:
-    """Parameter groups of the model's own weights: one decayed group, or (``decay_bias_norm=False``)
-    the :func:`decay_split` halves with and without ``weight_decay``."""
+def weight_groups(model: nn.Module, weight_decay: float = 0.0, *, decay_bias_norm: bool = False) -> list[dict[str, Any]]:
+    """Parameter groups of the model's own weights: the :func:`decay_split` halves with and without
+    ``weight_decay`` (the default, as in ``TrainConfig``), or with ``decay_bias_norm=True`` one group
+    decayed as a whole."""
     if decay_bias_norm:
         return [{"params": weight_parameters(model), "weight_decay": weight_decay}]
     decayed, kept = decay_split(model)

@@ -300,12 +300,13 @@ class PruningMethod(ABC):
         return [p for par in self.parametrizations.values() for p in par.parameters()]
 
     def param_groups(self, model: nn.Module | None = None, *, weight_decay: float = 0.0,
-                     decay_bias_norm: bool = True) -> list[dict[str, Any]]:
+                     decay_bias_norm: bool = False) -> list[dict[str, Any]]:
         """Every optimizer parameter group a training loop needs, in one call.
 
         The model's weights (without the learned mask state, which ``model.parameters()`` also
         yields and which may sit in one group only) with ``weight_decay`` (not on biases and
-        normalisation parameters with ``decay_bias_norm=False``), then :meth:`mask_param_groups`. ``model`` defaults to the attached one (pass the wrapper you train,
+        normalisation parameters unless ``decay_bias_norm=True``), then :meth:`mask_param_groups`.
+        ``model`` defaults to the attached one (pass the wrapper you train,
         e.g. a ``DistributedDataParallel``, when it differs)::
 
             optimizer = torch.optim.SGD(method.param_groups(weight_decay=5e-4), lr=0.1, momentum=0.9)
