@@ -7,7 +7,7 @@ estimate, Zhou et al. 2022). Any mask method trains to the result
 (:mod:`secateurs.allocation.macs_target`) lives here too.
 """
 
-from secateurs.allocation import global_threshold, random_search, singularity, uniform  # noqa: F401  (registration)
+from secateurs.allocation import crl, global_threshold, random_search, singularity, uniform  # noqa: F401  (registration)
 from secateurs.allocation.base import ALLOCATORS, Allocation, Allocator
 from secateurs.allocation.macs_target import MacsSplit, measure_macs_split, sparsity_for_macs, sparsity_for_shrunk_macs
 from secateurs.allocation.problem import AllocationKey, AllocationProblem, build_keys

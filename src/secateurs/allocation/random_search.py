@@ -22,7 +22,7 @@ from secateurs.errors import UsageError
 __all__ = ["RandomSearchAllocator", "fit_densities"]
 
 #: Reward evaluations when the run does not say (the same default as ``crl``).
-DEFAULT_EPISODES = 64
+DEFAULT_EPISODES = 96
 
 
 def fit_densities(problem: AllocationProblem, densities: Mapping[str, float], *, steps: int = 12) -> dict[str, float]:

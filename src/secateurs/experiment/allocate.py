@@ -36,13 +36,49 @@ CALIBRATION_SAMPLES = 1024
 REPAIR_ATTEMPTS = 3
 
 
+#: Dense warm-up epochs before a search allocator's search when the run starts from scratch.
+WARMUP_EPOCHS = 1
+WARMUP_WEIGHTS = "warmup.safetensors"
+
+
 @dataclass
 class PlannedAllocation:
-    """The problem and the chosen allocation of a run."""
+    """The problem and the chosen allocation of a run.
+
+    Attributes:
+        pretrained: Whether the model was trained densely before the search (the method then
+            prunes at once, as from a trained model).
+    """
 
     problem: AllocationProblem
     allocation: Allocation
     allocator: str
+    pretrained: bool = False
+
+
+def _warm_up(config: RunConfig, model: nn.Module, data: Any, out: Path, *, resume: bool,
+             show_progress: bool) -> None:
+    """Train the dense model for ``warmup_epochs`` (a search scores masks of a trained network; on
+    random weights every allocation scores chance). Kept in ``warmup.safetensors`` for resuming."""
+    from dataclasses import replace
+
+    from secateurs.train import fit
+    from secateurs.utils.io import load_safetensors
+
+    saved = out / WARMUP_WEIGHTS
+    if resume and saved.exists():
+        model.load_state_dict(load_safetensors(saved))
+        return
+    epochs = int(config.allocation_options.get("warmup_epochs", WARMUP_EPOCHS))
+    if epochs < 1:
+        return
+    log.info("dense warm-up: %d epoch(s) before the allocation search", epochs)
+    out.mkdir(parents=True, exist_ok=True)
+    fit(model, data.train, config=replace(config.train, epochs=epochs), method=None, eval_loader=None,
+        run_dir=out / "warmup", resume=resume, show_progress=show_progress)
+    from secateurs.experiment.run import save_weights
+
+    save_weights(model, saved)
 
 
 def _reward(config: RunConfig, model: nn.Module, data: Any) -> Any:
@@ -70,6 +106,22 @@ def plan_allocation(config: RunConfig, model: nn.Module, data: Any, targets: lis
         return None
     cls = ALLOCATORS.get(name)
     method_config = config.method_config()
+    pretrained = bool(config.from_checkpoint)
+    saved = out / ALLOCATION
+    if cls.needs_reward and not pretrained and not (resume and saved.exists()):
+        # Check the budgets on the dense model first: an unmeetable one must fail before any training.
+        AllocationProblem(model, targets, method_config.granularity,
+                          torch.zeros(1, *data.input_shape, device=next(model.parameters()).device),
+                          groups=groups, budgets=config.budgets,
+                          sparsity=None if config.budgets else method_config.sparsity).check_meetable()
+        _warm_up(config, model, data, out, resume=resume, show_progress=show_progress)
+        pretrained = True
+    elif cls.needs_reward and not pretrained:
+        from secateurs.utils.io import load_safetensors
+
+        if (out / WARMUP_WEIGHTS).exists():
+            model.load_state_dict(load_safetensors(out / WARMUP_WEIGHTS))
+            pretrained = True
     example = torch.zeros(1, *data.input_shape, device=next(model.parameters()).device)
     problem = AllocationProblem(
         model, targets, method_config.granularity, example, groups=groups, budgets=config.budgets,
@@ -79,7 +131,6 @@ def plan_allocation(config: RunConfig, model: nn.Module, data: Any, targets: lis
         calibration=_calibration(config, data) if cls.needs_calibration else None,
     )
     problem.check_meetable()
-    saved = out / ALLOCATION
     if resume and saved.exists():
         raw = json.loads(saved.read_text())
         allocation = Allocation({k: float(v) for k, v in raw["sparsities"].items()}, search=raw.get("search", {}))
@@ -94,7 +145,20 @@ def plan_allocation(config: RunConfig, model: nn.Module, data: Any, targets: lis
             "search": allocation.search,
             "units": None if allocation.units is None else {k: v.tolist() for k, v in allocation.units.items()},
         }, saved)
-    return PlannedAllocation(problem, allocation, name)
+        _plots(problem, allocation, uniform, name, out)
+    return PlannedAllocation(problem, allocation, name, pretrained=pretrained and not config.from_checkpoint)
+
+
+def _plots(problem: AllocationProblem, allocation: Allocation, uniform: dict[str, float], name: str, out: Path) -> None:
+    """``allocation.png`` (keep ratios beside uniform) and, for a search, ``search.png`` (reward, cost, ν)."""
+    from secateurs.allocation.plots import plot_allocation, plot_search
+
+    keep = {k: 1.0 - s for k, s in allocation.sparsities.items()}
+    plot_allocation(keep, {k: 1.0 - s for k, s in uniform.items()}, out / "allocation.png", f"{name} allocation")
+    trace = allocation.search.get("trace")
+    if trace:
+        limits = [limit for _, limit in problem.usage(problem.min_keep())]
+        plot_search(trace, limits, problem.constraint_names(), out / "search.png")
 
 
 def _measure(planned: PlannedAllocation, model: nn.Module, masks: MaskSet) -> list[BudgetResult]:

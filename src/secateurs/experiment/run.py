@@ -137,11 +137,12 @@ def _execute(config: RunConfig, out: Path, *, resume: bool, show_progress: bool,
         planned = plan_allocation(config, model, data, targets, channel_groups, out, resume=resume,
                                   show_progress=show_progress)
         if planned is not None:
-            method.use_allocation(planned.allocation.sparsities)
+            method.use_allocation(planned.allocation.sparsities, planned.allocation.units)
+    pretrained = bool(config.from_checkpoint) or bool(planned is not None and planned.pretrained)
     if method is not None:
         # Attached before the run directory exists (fit would attach it first thing): a budget the
         # method cannot use (lottery rounds > epochs) is refused without leaving a directory behind.
-        horizon = Horizon(config.train.epochs, len(data.train), pretrained=bool(config.from_checkpoint))
+        horizon = Horizon(config.train.epochs, len(data.train), pretrained=pretrained)
         method.attach(model, targets, horizon, channel_groups=channel_groups)
     out.mkdir(parents=True, exist_ok=True)
     config.save(out / CONFIG)
@@ -152,7 +153,8 @@ def _execute(config: RunConfig, out: Path, *, resume: bool, show_progress: bool,
     eval_loader = data.val if data.val is not None else data.test
     result = fit(
         model, data.train, config=config.train, method=method, targets=targets, eval_loader=eval_loader,
-        run_dir=out, resume=resume, pretrained=bool(config.from_checkpoint), show_progress=show_progress,
+        run_dir=out, resume=resume, pretrained=pretrained,
+        show_progress=show_progress,
         channel_groups=channel_groups,
     )
     masks: MaskSet | None = None

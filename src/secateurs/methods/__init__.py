@@ -13,6 +13,7 @@ from secateurs.methods import gibbs  # noqa: F401  (registration)
 from secateurs.methods import continuous_sparsification  # noqa: F401  (registration)
 from secateurs.methods import dpp  # noqa: F401  (registration)
 from secateurs.methods import singularity  # noqa: F401  (registration)
+from secateurs.methods import crl  # noqa: F401  (registration)
 from secateurs.methods.base import Horizon, MethodConfig, Phase, PruningMethod
 from secateurs.methods.registry import METHODS
 

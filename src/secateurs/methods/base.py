@@ -171,14 +171,19 @@ class PruningMethod(ABC):
         #: Per-key target sparsities from an allocator (:meth:`use_allocation`); keys not in it use
         #: ``config.sparsity``.
         self.allocation: dict[str, float] = {}
+        self.allocated_units: dict[str, Tensor] = {}
 
     # ----------------------------------------------------------------- per-key targets
-    def use_allocation(self, sparsities: Mapping[str, float] | None) -> None:
+    def use_allocation(self, sparsities: Mapping[str, float] | None,
+                       units: Mapping[str, Tensor] | None = None) -> None:
         """Train each key (a target weight, or a tied channel group's root weight) to its own sparsity.
 
         Call before :meth:`attach`. An allocation is per tensor / per group by nature, so it does
         not combine with ``scope="global"`` (the ``global`` allocator is the one-threshold variant).
+        ``units`` are unit masks an allocator chose itself (the fine ``crl`` variant): methods that
+        apply an allocation as it is (``crl``) use them; the others choose their own units.
         """
+        self.allocated_units = {k: v.to(torch.bool) for k, v in (units or {}).items()}
         if self.model is not None:
             raise RuntimeError("give the allocation before attaching the method")
         if sparsities and self.config.scope == "global":
@@ -243,6 +248,9 @@ class PruningMethod(ABC):
         if unknown:
             raise UsageError(f"the allocation names {unknown[0]!r}, which this method does not prune")
         self.targets = targets
+
+    #: The allocator this method's own procedure uses when the run names none (``crl``: ``crl``).
+    default_allocation: ClassVar[str | None] = None
 
     @classmethod
     def supports_coupling(cls, config: MethodConfig) -> bool:
