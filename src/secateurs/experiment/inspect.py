@@ -53,8 +53,10 @@ def describe_run(run: Path, *, as_json: bool = False, record: bool = False) -> s
     if "macs_shrunk" in report:
         lines.insert(-1, f"shrunk     {report['params_shrunk']:,} params, {report['macs_shrunk']:,} MACs "
                          "after `secateurs shrink`")
+    lines.extend(_budget_lines(report))
     lines.append("")
-    return ("\n".join(lines) + render_layer_table(report["layers"]) + _render_extras(report)
+    return ("\n".join(lines) + render_layer_table(report["layers"]) + _render_allocation(report)
+            + _render_extras(report)
             + (describe_record(read_record(run)) if (run / RECORD).exists() else ""))
 
 
@@ -63,7 +65,36 @@ _STANDARD_KEYS = {
     "method", "model", "dataset", "granularity", "scope", "target_sparsity", "achieved_sparsity", "params_total",
     "params_nonzero", "macs_dense", "macs_effective", "accuracy", "dense_accuracy", "epochs", "train_seconds",
     "latency_ms_batch1", "latency_device", "seed", "method_options", "layers", "params_shrunk", "macs_shrunk",
+    "budgets", "budgets_met", "budget_repairs", "allocation", "allocation_layers",
 }
+
+
+def _budget_lines(report: dict) -> list[str]:
+    """One line per budget (measured on the delivered model) and the allocator's search cost."""
+    lines = []
+    for b in report.get("budgets", []):
+        verdict = "met" if b["met"] else "NOT MET"
+        lines.append(f"budget     {b['name']:<18} achieved {b['achieved']:.6g} of limit {b['limit']:.6g} "
+                     f"({100 * b['achieved'] / max(b['dense'], 1e-12):.1f} % of dense)  {verdict}")
+    if report.get("budget_repairs"):
+        lines.append(f"repair     {report['budget_repairs']} tightening(s) after a measured miss")
+    alloc = report.get("allocation")
+    if alloc:
+        cost = f"{alloc.get('evaluations', 0)} evaluations, {alloc.get('seconds', 0):.1f} s"
+        lines.append(f"allocation {alloc.get('allocator')} ({cost})")
+    return lines
+
+
+def _render_allocation(report: dict) -> str:
+    """The allocation per layer / channel group beside uniform's (kept fractions)."""
+    rows = report.get("allocation_layers")
+    if not rows:
+        return ""
+    width = max(len(n) for n in rows)
+    lines = ["", f"  {'allocated key':<{width}}  {'units':>7}  {'keep':>7}  {'uniform':>7}"]
+    for name, row in rows.items():
+        lines.append(f"  {name:<{width}}  {row['units']:>7}  {row['keep']:>7.4f}  {row['uniform_keep']:>7.4f}")
+    return "\n".join(lines) + "\n"
 
 
 def _scalar(value: object) -> str:
