@@ -108,6 +108,9 @@ def plan_allocation(config: RunConfig, model: nn.Module, data: Any, targets: lis
     method_config = config.method_config()
     pretrained = bool(config.from_checkpoint)
     saved = out / ALLOCATION
+    if not resume:  # a fresh run (the directory holds no finished or resumable run): no stale search state
+        for stale in (ALLOCATION, WARMUP_WEIGHTS, "crl_search.pt"):
+            (out / stale).unlink(missing_ok=True)
     if cls.needs_reward and not pretrained and not (resume and saved.exists()):
         # Check the budgets on the dense model first: an unmeetable one must fail before any training.
         AllocationProblem(model, targets, method_config.granularity,
