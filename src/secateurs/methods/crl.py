@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from secateurs.core.granularity import Filter, Kernel, Unstructured
 from secateurs.core.parametrize import FixedMask
 from secateurs.methods.magnitude import MagnitudePruning
 from secateurs.methods.registry import METHODS
@@ -27,6 +28,8 @@ class ConstrainedRLPruning(MagnitudePruning):
     """One-shot pruning to the ``crl`` allocation, then fine-tuning at the fixed masks."""
 
     default_allocation = "crl"
+    # N:M fixes every group's density: nothing is left to allocate.
+    granularities = (Unstructured, Kernel, Filter)
 
     @torch.no_grad()
     def prune_to(self, sparsity, *, monotone: bool = True) -> None:  # type: ignore[override]
