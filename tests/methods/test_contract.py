@@ -35,7 +35,7 @@ METHOD_KWARGS: dict[str, dict] = {
 #: Whole-network procedures that need coupled channel groups and calibration data (filter granularity
 #: only), so the per-tensor mask contract below does not apply; their own modules test them
 #: (tests/methods/test_singularity.py).
-WHOLE_NETWORK = {"singularity"}
+WHOLE_NETWORK = {"singularity", "crl"}  # crl: a search on calibration data (tests/allocation/test_crl.py)
 NAMES = [m for m in METHODS.names() if m not in WHOLE_NETWORK]
 
 
