@@ -117,23 +117,33 @@ class CSConfig(MethodConfig):
             the rewind point, whose gates were ≈ 1).
     """
 
-    mode: str = field(default="prune", metadata={"help": "prune or ticket"})
+    mode: str = field(default="prune", metadata={"help": "prune or ticket", "choices": MODES})
     free: bool = field(default=False, metadata={"help": "no target: the mask is sign(s); sparsity only reported"})
     s0: float = field(default=0.0, metadata={"help": "initial mask score"})
-    lam: float = field(default=1e-8, metadata={"help": "λ of the L1 gate penalty (start value when adapted)"})
-    beta_final: float = field(default=200.0, metadata={"help": "β at the end of each round"})
-    rounds: int | None = field(default=None, metadata={"help": "search rounds (default 1 prune, 3 ticket)"})
-    reset: str = field(default="paper", metadata={"help": "paper: min(β_T s, s0); code: min(s, s0)"})
-    rewind_epoch: float | None = field(default=None, metadata={"help": "ticket mode snapshot point, in epochs"})
-    finetune_fraction: float = field(default=0.5, metadata={"help": "prune mode: fraction of epochs fine-tuning"})
-    harden_fraction: float = field(default=0.2, metadata={"help": "final-round share hardening the gates (0: paper)"})
-    score_init: str = field(default="auto", metadata={"help": "constant, magnitude or auto (magnitude with --from)"})
+    lam: float = field(default=1e-8, metadata={
+        "help": "λ of the L1 gate penalty (start value when adapted)", "ge": 0.0})
+    beta_final: float = field(default=200.0, metadata={"help": "β at the end of each round", "ge": 1.0})
+    rounds: int | None = field(default=None, metadata={"help": "search rounds (default 1 prune, 3 ticket)", "ge": 1})
+    reset: str = field(default="paper", metadata={"help": "paper: min(β_T s, s0); code: min(s, s0)", "choices": RESETS})
+    rewind_epoch: float | None = field(default=None, metadata={
+        "help": "ticket mode snapshot point, in epochs", "ge": 0.0})
+    finetune_fraction: float = field(default=0.5, metadata={
+        "help": "prune mode: fraction of epochs fine-tuning", "ge": 0.0, "lt": 1.0})
+    harden_fraction: float = field(default=0.2, metadata={
+        "help": "final-round share hardening the gates (0: paper)", "ge": 0.0, "lt": 1.0})
+    score_init: str = field(default="auto", metadata={
+        "help": "constant, magnitude or auto (magnitude with --from)", "choices": SCORE_INITS})
     finetune_phase: bool = field(default=False, metadata={"help": "fine-tune in a phase of its own (lr restarts)"})
-    target_method: str = field(default="adapt", metadata={"help": "adapt (steer λ, then top-k) or topk"})
-    adapt_rate: float = field(default=100.0, metadata={"help": "ln λ change per round per unit sparsity error"})
-    adapt_p: float = field(default=30.0, metadata={"help": "proportional gain: ln λ change per unit sparsity error"})
-    adapt_until: float = field(default=0.5, metadata={"help": "fraction of a round to reach its sparsity goal"})
-    mask_lr_scale: float | None = field(default=None, metadata={"help": "scores' lr / weights' (1 with BN, else 0.1)"})
+    target_method: str = field(default="adapt", metadata={
+        "help": "adapt (steer λ, then top-k) or topk", "choices": TARGET_METHODS})
+    adapt_rate: float = field(default=100.0, metadata={
+        "help": "ln λ change per round per unit sparsity error", "ge": 0.0})
+    adapt_p: float = field(default=30.0, metadata={
+        "help": "proportional gain: ln λ change per unit sparsity error", "ge": 0.0})
+    adapt_until: float = field(default=0.5, metadata={
+        "help": "fraction of a round to reach its sparsity goal", "ge": 0.0, "le": 1.0})
+    mask_lr_scale: float | None = field(default=None, metadata={
+        "help": "scores' lr / weights' (1 with BN, else 0.1)", "gt": 0.0})
     ticket_rescale: bool = field(default=False, metadata={"help": "ticket trains behind 1/σ(s0) as in the code"})
     rescale: bool = field(default=True, metadata={"help": "divide gates by σ(s0) (start exactly dense)"})
 
@@ -147,30 +157,6 @@ class CSConfig(MethodConfig):
         super().__post_init__()
         if placeholder:
             object.__setattr__(self, "sparsity", None)
-        self._check_options()
-
-    def _check_options(self) -> None:
-        for name, value, known in (("mode", self.mode, MODES), ("reset", self.reset, RESETS),
-                                   ("target_method", self.target_method, TARGET_METHODS),
-                                   ("score_init", self.score_init, SCORE_INITS)):
-            if value not in known:
-                raise UsageError(f"unknown {name} {value!r}; known: {', '.join(known)}")
-        if self.rounds is not None and self.rounds < 1:
-            raise UsageError("rounds must be at least 1")
-        if self.beta_final < 1.0:
-            raise UsageError(f"beta_final must be at least 1, got {self.beta_final}")
-        if self.lam < 0:
-            raise UsageError(f"lam must be non-negative, got {self.lam}")
-        if not 0.0 <= self.finetune_fraction < 1.0:
-            raise UsageError(f"finetune_fraction must lie in [0, 1), got {self.finetune_fraction}")
-        if self.rewind_epoch is not None and self.rewind_epoch < 0:
-            raise UsageError(f"rewind_epoch must be non-negative, got {self.rewind_epoch}")
-        if not 0.0 <= self.adapt_until <= 1.0 or self.adapt_rate < 0 or self.adapt_p < 0:
-            raise UsageError("adapt_until must lie in [0, 1], adapt_rate and adapt_p be non-negative")
-        if self.mask_lr_scale is not None and self.mask_lr_scale <= 0:
-            raise UsageError(f"mask_lr_scale must be positive, got {self.mask_lr_scale}")
-        if not 0.0 <= self.harden_fraction < 1.0:
-            raise UsageError(f"harden_fraction must lie in [0, 1), got {self.harden_fraction}")
 
 
 @METHODS.register(

@@ -112,23 +112,26 @@ class DPPConfig(MethodConfig):
             (the fan-in correction of sparse initialisation); None = on from scratch, off with ``--from``.
     """
 
-    noise_scale: float = field(default=0.1, metadata={"help": "Gumbel noise scale eta"})
-    temperature_start: float = field(default=5.0, metadata={"help": "relaxation temperature at the start"})
-    temperature_end: float = field(default=0.5, metadata={"help": "relaxation temperature at the end"})
-    temperature_every: str = field(default="epoch", metadata={"help": "epoch or step"})
-    entropy_weight: float | None = field(default=None, metadata={"help": "entropy penalty mu"})
-    logit_optimizer: str = field(default="adam", metadata={"help": "adam (own) or shared"})
-    logit_lr: float | None = field(default=None, metadata={"help": "learning rate of the logits"})
-    logit_lr_schedule: str = field(default="run", metadata={"help": "run (follow the lr schedule) or constant"})
-    fix_fraction: float = field(default=0.2, metadata={"help": "last share of the run at a fixed top-k (0: paper)"})
-    logit_init: str = field(default="auto", metadata={"help": "auto, random or magnitude"})
-    logit_init_std: float | None = field(default=None, metadata={"help": "spread of the initial logits"})
-    relax_order: str = field(default="rank", metadata={"help": "rank or index"})
-    weight_groups: str = field(default="fan-in", metadata={"help": "fan-in or fan-out"})
-    tile: int | None = field(default=None, metadata={"help": "candidates per tile, k kept per tile"})
-    quant_bits: int | None = field(default=None, metadata={"help": "joint quantization bits (1-16)"})
-    quant_scale: str = field(default="tensor", metadata={"help": "tensor or channel scales"})
-    metric_samples: int = field(default=100, metadata={"help": "draws for the inclusion probabilities"})
+    noise_scale: float = field(default=0.1, metadata={"help": "Gumbel noise scale eta", "ge": 0.0})
+    temperature_start: float = field(default=5.0, metadata={"help": "relaxation temperature at the start", "gt": 0.0})
+    temperature_end: float = field(default=0.5, metadata={"help": "relaxation temperature at the end", "gt": 0.0})
+    temperature_every: str = field(default="epoch", metadata={"help": "epoch or step", "choices": ("epoch", "step")})
+    entropy_weight: float | None = field(default=None, metadata={"help": "entropy penalty mu", "ge": 0.0})
+    logit_optimizer: str = field(default="adam", metadata={
+        "help": "adam (own) or shared", "choices": ("adam", "shared")})
+    logit_lr: float | None = field(default=None, metadata={"help": "learning rate of the logits", "gt": 0.0})
+    logit_lr_schedule: str = field(default="run", metadata={
+        "help": "run (follow the lr schedule) or constant", "choices": ("run", "constant")})
+    fix_fraction: float = field(default=0.2, metadata={
+        "help": "last share of the run at a fixed top-k (0: paper)", "ge": 0.0, "lt": 0.5})
+    logit_init: str = field(default="auto", metadata={"help": "auto, random or magnitude", "choices": _LOGIT_INITS})
+    logit_init_std: float | None = field(default=None, metadata={"help": "spread of the initial logits", "gt": 0.0})
+    relax_order: str = field(default="rank", metadata={"help": "rank or index", "choices": RELAX_ORDERS})
+    weight_groups: str = field(default="fan-in", metadata={"help": "fan-in or fan-out", "choices": WEIGHT_GROUPS})
+    tile: int | None = field(default=None, metadata={"help": "candidates per tile, k kept per tile", "ge": 1})
+    quant_bits: int | None = field(default=None, metadata={"help": "joint quantization bits (1-16)", "ge": 1, "le": 16})
+    quant_scale: str = field(default="tensor", metadata={"help": "tensor or channel scales", "choices": QUANT_SCALES})
+    metric_samples: int = field(default=100, metadata={"help": "draws for the inclusion probabilities", "ge": 0})
     rescale_init: bool | None = field(default=None, metadata={"help": "sqrt(n/k) fan-in correction at attach"})
 
     def __post_init__(self) -> None:
@@ -136,32 +139,9 @@ class DPPConfig(MethodConfig):
         if self.scope == "global":
             raise UsageError("dpp keeps exactly k of n in every group; the global scope does not apply")
         object.__setattr__(self, "scope", "group")
-        if self.noise_scale < 0:
-            raise UsageError(f"noise_scale must be >= 0, got {self.noise_scale}")
-        if not (self.temperature_start > 0 and self.temperature_end > 0):
-            raise UsageError("temperatures must be positive")
-        _one_of("temperature_every", self.temperature_every, ("epoch", "step"))
-        _one_of("logit_init", self.logit_init, _LOGIT_INITS)
-        _one_of("logit_optimizer", self.logit_optimizer, ("adam", "shared"))
-        _one_of("logit_lr_schedule", self.logit_lr_schedule, ("run", "constant"))
-        if not 0.0 <= self.fix_fraction < 0.5:
-            raise UsageError(f"fix_fraction must lie in [0, 0.5), got {self.fix_fraction}")
-        _one_of("relax_order", self.relax_order, RELAX_ORDERS)
-        _one_of("weight_groups", self.weight_groups, WEIGHT_GROUPS)
-        _one_of("quant_scale", self.quant_scale, QUANT_SCALES)
         if self.weight_groups == "fan-out" and not isinstance(self.granularity, (Unstructured, Kernel)):
             raise UsageError(f"fan-out weight groups need the unstructured or kernel granularity, "
                              f"not {self.granularity}")
-        if self.entropy_weight is not None and self.entropy_weight < 0:
-            raise UsageError("entropy_weight must be >= 0")
-        if self.logit_lr is not None and self.logit_lr <= 0:
-            raise UsageError("logit_lr must be positive")
-        if self.logit_init_std is not None and self.logit_init_std <= 0:
-            raise UsageError("logit_init_std must be positive")
-        if self.tile is not None and (isinstance(self.tile, bool) or not isinstance(self.tile, int) or self.tile < 1):
-            raise UsageError(f"tile must be a positive integer, got {self.tile!r}")
-        if self.metric_samples < 0:
-            raise UsageError("metric_samples must be >= 0")
         if self.quant_bits is not None:
             QuantConfig(self.quant_bits, self.quant_scale)  # validates the bit width
 
@@ -169,11 +149,6 @@ class DPPConfig(MethodConfig):
     def quant(self) -> QuantConfig | None:
         """The joint quantization, or None."""
         return None if self.quant_bits is None else QuantConfig(self.quant_bits, self.quant_scale)
-
-
-def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise UsageError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
 
 
 @METHODS.register("dpp", aliases=("dynamic-probabilistic-pruning",),

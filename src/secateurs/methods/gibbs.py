@@ -148,14 +148,16 @@ class GibbsConfig(MethodConfig):
         sweeps: chromatic Gibbs sweeps per training step (filter granularity).
     """
 
-    coupling: float | None = field(default=None, metadata={"help": "Ising coupling c (kernel/filter)"})
-    beta_start: float | None = field(default=None, metadata={"help": "first inverse temperature"})
-    beta_end: float | None = field(default=None, metadata={"help": "final inverse temperature"})
-    anneal_end: float = field(default=0.75, metadata={"help": "fraction of the budget to reach beta_end"})
-    beta_every: str = field(default="step", metadata={"help": "step or epoch (reference)"})
-    beta_scale: str = field(default="layer", metadata={"help": "layer (fields / mean w²) or absolute (reference)"})
+    coupling: float | None = field(default=None, metadata={"help": "Ising coupling c (kernel/filter)", "ge": 0.0})
+    beta_start: float | None = field(default=None, metadata={"help": "first inverse temperature", "gt": 0.0})
+    beta_end: float | None = field(default=None, metadata={"help": "final inverse temperature", "gt": 0.0})
+    anneal_end: float = field(default=0.75, metadata={
+        "help": "fraction of the budget to reach beta_end", "gt": 0.0, "le": 1.0})
+    beta_every: str = field(default="step", metadata={"help": "step or epoch (reference)", "choices": BETA_EVERY})
+    beta_scale: str = field(default="layer", metadata={
+        "help": "layer (fields / mean w²) or absolute (reference)", "choices": BETA_SCALES})
     fix_mask: bool = field(default=True, metadata={"help": "fix the mask when the anneal ends"})
-    sweeps: int = field(default=50, metadata={"help": "Gibbs sweeps per step (filter granularity)"})
+    sweeps: int = field(default=50, metadata={"help": "Gibbs sweeps per step (filter granularity)", "ge": 1})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -163,20 +165,6 @@ class GibbsConfig(MethodConfig):
             raise UsageError(
                 f"gibbs does not support granularity {self.granularity}; use unstructured, kernel, filter or N:M"
             )
-        if self.coupling is not None and not self.coupling >= 0.0:
-            raise UsageError(f"coupling must be >= 0 (ferromagnetic), got {self.coupling}")
-        for name in ("beta_start", "beta_end"):
-            value = getattr(self, name)
-            if value is not None and not value > 0.0:
-                raise UsageError(f"{name} must be positive, got {value}")
-        if not 0.0 < self.anneal_end <= 1.0:
-            raise UsageError(f"anneal_end must lie in (0, 1], got {self.anneal_end}")
-        if self.sweeps < 1:
-            raise UsageError(f"sweeps must be at least 1, got {self.sweeps}")
-        for name, value, known in (("beta_every", self.beta_every, BETA_EVERY),
-                                   ("beta_scale", self.beta_scale, BETA_SCALES)):
-            if value not in known:
-                raise UsageError(f"unknown {name} {value!r}; known: {', '.join(known)}")
 
     @property
     def mode(self) -> _Mode:

@@ -36,20 +36,18 @@ class GradualMagnitudeConfig(MethodConfig):
         updates: how many mask updates between ``start`` and ``end`` (the paper's ``n``).
     """
 
-    start: float | None = field(default=None, metadata={"help": "fraction of steps when pruning starts"})
-    end: float = field(default=0.7, metadata={"help": "fraction of steps when final sparsity is reached"})
-    initial_sparsity: float = field(default=0.0, metadata={"help": "sparsity at the start of the ramp"})
-    power: float = field(default=3.0, metadata={"help": "exponent of the sparsity ramp"})
-    updates: int = field(default=100, metadata={"help": "number of mask updates along the ramp"})
+    start: float | None = field(default=None, metadata={"help": "fraction of steps when pruning starts", "ge": 0.0})
+    end: float = field(default=0.7, metadata={
+        "help": "fraction of steps when final sparsity is reached", "gt": 0.0, "le": 1.0})
+    initial_sparsity: float = field(default=0.0, metadata={
+        "help": "sparsity at the start of the ramp", "ge": 0.0, "lt": 1.0})
+    power: float = field(default=3.0, metadata={"help": "exponent of the sparsity ramp", "gt": 0.0})
+    updates: int = field(default=100, metadata={"help": "number of mask updates along the ramp", "ge": 1})
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not 0.0 < self.end <= 1.0:
-            raise UsageError(f"end must lie in (0, 1], got {self.end}")
-        if self.start is not None and not 0.0 <= self.start < self.end:
-            raise UsageError(f"start must lie in [0, end), got {self.start}")
-        if self.updates < 1:
-            raise UsageError("updates must be at least 1")
+        if self.start is not None and not self.start < self.end:
+            raise UsageError(f"start must come before end ({self.end}), got {self.start}")
 
 
 @METHODS.register("gmp", description="gradual magnitude pruning with the cubic schedule of Zhu & Gupta")

@@ -39,15 +39,9 @@ class LotteryConfig(MethodConfig):
         rewind_fraction: rewind point as a fraction of the first phase's steps.
     """
 
-    rounds: int = field(default=3, metadata={"help": "number of prune-and-rewind rounds"})
-    rewind_fraction: float = field(default=0.05, metadata={"help": "rewind point, fraction of the first phase"})
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.rounds < 1:
-            raise UsageError("rounds must be at least 1")
-        if not 0.0 <= self.rewind_fraction < 1.0:
-            raise UsageError(f"rewind_fraction must lie in [0, 1), got {self.rewind_fraction}")
+    rounds: int = field(default=3, metadata={"help": "number of prune-and-rewind rounds", "ge": 1})
+    rewind_fraction: float = field(default=0.05, metadata={
+        "help": "rewind point, fraction of the first phase", "ge": 0.0, "lt": 1.0})
 
 
 @METHODS.register("lottery", aliases=("imp",), description="iterative magnitude pruning with rewinding (lottery tickets)")

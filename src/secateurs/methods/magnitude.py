@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from secateurs.core.granularity import Filter, Kernel, NofM, Unstructured
-from secateurs.errors import UsageError
 from secateurs.methods.base import MethodConfig
 from secateurs.methods.registry import METHODS
 from secateurs.methods.scoring import ScoreBasedMethod
@@ -27,12 +26,8 @@ class MagnitudeConfig(MethodConfig):
             0 from a trained model, 0.5 from scratch.
     """
 
-    prune_at: float | None = field(default=None, metadata={"help": "fraction of epochs before pruning"})
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.prune_at is not None and not 0.0 <= self.prune_at < 1.0:
-            raise UsageError(f"prune_at must lie in [0, 1), got {self.prune_at}")
+    prune_at: float | None = field(default=None, metadata={
+        "help": "fraction of epochs before pruning", "ge": 0.0, "lt": 1.0})
 
 
 @METHODS.register("magnitude", description="one-shot magnitude pruning (per tensor or global), then fine-tune")
