@@ -136,7 +136,7 @@ def test_invalid_combination_from_all_is_not_applicable_but_explicit_is_an_error
         ({"method_options": {"lottery": {"sparsity": 0.5}}}, "'sparsity' is a grid axis"),
         ({"method_options": {"dense": {}}}, "dense reference has no method options"),
         ({"method_options": {"lottery": {"rounds": 0}}, "grid": {"model": "mlp", "method": "lottery", "sparsity": 0.5}},
-         "rounds must be at least 1"),
+         "rounds must be an integer >= 1"),
         ({"pretrain": {"model": "lenet5"}}, "pretrain may not set 'model'"),
         ({"pretrain": {"train": {"epochz": 1}}}, "pretrain.train: unknown key 'epochz'"),
         ({"grid": {"model": "mlp", "method": "nope", "sparsity": 0.5}}, "unknown method 'nope'"),
