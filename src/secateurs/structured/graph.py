@@ -1,6 +1,7 @@
 """Channel dependencies of a model, found with torch-pruning's DependencyGraph.
 
-This is the only module of secateurs that imports ``torch_pruning`` (lazily, inside the functions):
+This is the only module of secateurs that imports ``torch_pruning`` (lazily, inside the functions;
+its fixes of torch-pruning's behaviour live in :mod:`secateurs.structured.tp_compat`):
 everything else works with the plain :class:`~secateurs.structured.groups.ChannelGroup` values it
 returns, so the dependency can be replaced without touching methods, metrics or the command line.
 
@@ -31,6 +32,7 @@ from secateurs.structured.layer_adapters import (
     refresh_split_sizes_,
 )
 from secateurs.structured.module_caches import preserved_module_caches
+from secateurs.structured.tp_compat import new_group, patched
 from secateurs.structured.tp_speedups import install_bounded_search
 
 __all__ = ["ChannelGraph", "coupled_channel_groups"]
@@ -66,14 +68,13 @@ class ChannelGraph:
     def __init__(self, model: nn.Module, example_input: Any) -> None:
         import torch_pruning as tp
 
-        _make_reshape_mapping_safe(tp)
         install_bounded_search(tp)
         self.model = model
         self._tp = tp
         modes = [(m, m.training) for m in model.modules()]
         try:
             with torch.enable_grad(), warnings.catch_warnings(), preserved_module_caches(model), \
-                    detached_weight_computations(model):
+                    detached_weight_computations(model), patched(tp):
                 warnings.simplefilter("ignore")  # torch-pruning warns through print-like channels
                 self._dg = tp.DependencyGraph().build_dependency(
                     model, example_inputs=_tracked(_as_tuple(example_input)), verbose=False
@@ -106,9 +107,10 @@ class ChannelGraph:
             channels = None if pruner is None else pruner.get_out_channels(module)
             if channels is None:
                 continue
-            _mapped_in_group[0] = 0
+            new_group()
             try:
-                group = dg.get_pruning_group(module, pruner.prune_out_channels, list(range(channels)))
+                with patched(self._tp):
+                    group = dg.get_pruning_group(module, pruner.prune_out_channels, list(range(channels)))
             except (IndexError, KeyError, ValueError, ZeroDivisionError, RuntimeError, AssertionError) as exc:
                 seen.add(module)
                 found.append(self._untraceable(module, channels, exc))
@@ -240,8 +242,9 @@ class ChannelGraph:
         pruner = self._dg.get_pruner_of_module(module)
         if pruner is None or module not in self._dg.module2node:
             raise UsageError(f"layer {root!r} is not part of the traced forward pass")
-        _mapped_in_group[0] = 0
-        group = self._dg.get_pruning_group(module, pruner.prune_out_channels, sorted(int(c) for c in channels))
+        new_group()
+        with patched(self._tp):
+            group = self._dg.get_pruning_group(module, pruner.prune_out_channels, sorted(int(c) for c in channels))
         extras = [(item.dep.target.module, list(item.idxs)) for item in group
                   if self._dg.is_out_channel_pruning_fn(item.dep.handler)
                   and per_channel_extras(item.dep.target.module)]
@@ -326,57 +329,6 @@ _LAYER_MEMBERS: tuple[tuple[Any, Any], ...] = (
     (nn.Embedding, _embedding_members),
     (nn.MultiheadAttention, _attention_members),
 )
-
-
-#: More indices than this in one flatten mapping, or through flatten mappings while following one
-#: group, means torch-pruning is going round reshapes (each index is a Python object: memory).
-_MAX_MAPPED_INDICES = 1 << 18
-_MAX_INDICES_PER_GROUP = 1 << 22
-_mapped_in_group = [0]
-
-
-class _IndexExplosionError(RuntimeError):
-    """torch-pruning's flatten index mapping grew without bound."""
-
-
-def _make_reshape_mapping_safe(tp: Any) -> None:
-    """Guards around torch-pruning's index mappings, installed once.
-
-    It divides by zero on some reshapes (ShuffleNet's channel shuffle) and fails on concatenations
-    it cannot size (Swin-S): those stay unmapped and marked instead of failing the whole trace, and
-    the groups through them are blocked. On some transformers (Swin, MaxViT) its flatten mapping
-    multiplies the index lists round a cycle until memory runs out: past a bound the group is
-    reported as untraceable instead.
-    """
-    module = tp.dependency.index_mapping
-    if getattr(module, "_secateurs_safe_reshape", False):
-        return
-
-    def tolerant(update: Any) -> Any:
-        def update_index_mapping(graph: Any, node: Any) -> None:
-            try:
-                update(graph, node)
-            except (ZeroDivisionError, TypeError):  # sizes it could not infer
-                node._secateurs_unmapped = True
-
-        return update_index_mapping
-
-    module.update_concat_index_mapping = tolerant(module.update_concat_index_mapping)
-    update_reshape_index_mapping = tolerant(module.update_reshape_index_mapping)
-
-    flatten = module._FlattenIndexMapping
-    flatten_call = flatten.__call__
-
-    def bounded_call(self: Any, idxs: Any) -> Any:
-        size = len(idxs) * (1 if self.reverse else self._stride)
-        _mapped_in_group[0] += size
-        if size > _MAX_MAPPED_INDICES or _mapped_in_group[0] > _MAX_INDICES_PER_GROUP:
-            raise _IndexExplosionError("channel indices multiply through reshapes")
-        return flatten_call(self, idxs)
-
-    module.update_reshape_index_mapping = update_reshape_index_mapping
-    flatten.__call__ = bounded_call
-    module._secateurs_safe_reshape = True
 
 
 def _understood_reshape(tp: Any, dg: Any, node: Any) -> bool:

@@ -1,0 +1,97 @@
+"""Fixes for three torch-pruning behaviours, active only while secateurs traces or cuts a model.
+
+Checked against torch-pruning 1.6.0 (:data:`CHECKED_VERSION`; a test fails on any other version so
+that the fixes are re-checked, and tests of the upstream behaviours fail once a release fixes them):
+
+1. ``index_mapping.update_reshape_index_mapping`` divides by zero on reshapes whose channel counts it
+   infers as 0 (ShuffleNet's channel shuffle after a split): the node is marked
+   ``_secateurs_unmapped`` instead, and the groups through it are blocked.
+2. ``index_mapping.update_concat_index_mapping`` raises ``TypeError`` (``sum`` over a ``None`` size)
+   on concatenations of inputs it cannot size (Swin-S): same treatment.
+3. ``_FlattenIndexMapping.__call__`` multiplies the index lists round a cycle of reshapes until memory
+   runs out (Swin, MaxViT): past a bound it raises :class:`IndexExplosionError`, and the group is
+   reported as untraceable.
+
+The fixes replace module attributes of torch-pruning, so they are installed by :func:`patched` for
+the duration of a ``with`` block and the originals restored afterwards: importing secateurs, or
+using torch-pruning elsewhere in the same process, sees torch-pruning unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+__all__ = ["CHECKED_VERSION", "IndexExplosionError", "MAX_INDICES_PER_GROUP", "MAX_MAPPED_INDICES", "patched"]
+
+CHECKED_VERSION = "1.6.0"
+#: More indices than this in one flatten mapping, or through flatten mappings while following one
+#: group, means torch-pruning is going round reshapes (each index is a Python object: memory).
+MAX_MAPPED_INDICES = 1 << 18
+MAX_INDICES_PER_GROUP = 1 << 22
+
+
+class IndexExplosionError(RuntimeError):
+    """torch-pruning's flatten index mapping grew without bound."""
+
+
+class _Budget:
+    """Indices mapped through flatten mappings since the current group started."""
+
+    def __init__(self) -> None:
+        self.used = 0
+        self.depth = 0
+
+
+_BUDGET = _Budget()
+
+
+def new_group() -> None:
+    """Start counting the indices of a new group (call before each ``get_pruning_group``)."""
+    _BUDGET.used = 0
+
+
+def _tolerant(update: Any) -> Any:
+    def update_index_mapping(graph: Any, node: Any) -> None:
+        try:
+            update(graph, node)
+        except (ZeroDivisionError, TypeError):  # sizes it could not infer (fixes 1 and 2)
+            node._secateurs_unmapped = True
+
+    return update_index_mapping
+
+
+def _bounded(call: Any) -> Any:
+    def bounded_call(self: Any, idxs: Any) -> Any:  # fix 3
+        size = len(idxs) * (1 if self.reverse else self._stride)
+        _BUDGET.used += size
+        if size > MAX_MAPPED_INDICES or _BUDGET.used > MAX_INDICES_PER_GROUP:
+            raise IndexExplosionError("channel indices multiply through reshapes")
+        return call(self, idxs)
+
+    return bounded_call
+
+
+@contextmanager
+def patched(tp: Any) -> Iterator[None]:
+    """Install the fixes on the module ``tp`` (``torch_pruning``) for the ``with`` block; re-entrant."""
+    module = tp.dependency.index_mapping
+    flatten = module._FlattenIndexMapping
+    if _BUDGET.depth:
+        _BUDGET.depth += 1
+        try:
+            yield
+        finally:
+            _BUDGET.depth -= 1
+        return
+    originals = (module.update_concat_index_mapping, module.update_reshape_index_mapping, flatten.__call__)
+    module.update_concat_index_mapping = _tolerant(originals[0])
+    module.update_reshape_index_mapping = _tolerant(originals[1])
+    flatten.__call__ = _bounded(originals[2])
+    _BUDGET.depth, _BUDGET.used = 1, 0
+    try:
+        yield
+    finally:
+        module.update_concat_index_mapping, module.update_reshape_index_mapping, flatten.__call__ = originals
+        _BUDGET.depth = 0

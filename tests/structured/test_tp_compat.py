@@ -1,0 +1,72 @@
+"""The torch-pruning fixes: only inside ``patched``, and noticed when an upstream release changes them."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from secateurs.structured import coupled_channel_groups
+from secateurs.structured.tp_compat import CHECKED_VERSION, MAX_MAPPED_INDICES, IndexExplosionError, patched
+
+tp = pytest.importorskip("torch_pruning")
+MAPPING = tp.dependency.index_mapping
+
+
+def upstream() -> tuple:
+    return (MAPPING.update_concat_index_mapping, MAPPING.update_reshape_index_mapping,
+            MAPPING._FlattenIndexMapping.__call__)
+
+
+def test_the_fixes_were_checked_against_the_installed_torch_pruning():
+    assert tp.__version__ == CHECKED_VERSION, (
+        f"torch-pruning {tp.__version__} is installed; the fixes in secateurs.structured.tp_compat were checked "
+        f"against {CHECKED_VERSION}: re-run the tests of the upstream behaviours below, drop the fixes they no "
+        f"longer need, and update CHECKED_VERSION")
+
+
+def test_torch_pruning_is_unchanged_outside_the_block(tiny_cnn):
+    before = upstream()
+    coupled_channel_groups(tiny_cnn, torch.randn(2, 3, 8, 8))  # builds a graph and walks every group
+    assert upstream() == before
+    with patched(tp):
+        inside = upstream()
+        with patched(tp):  # re-entrant: the inner block neither re-wraps nor restores
+            assert upstream() == inside
+        assert upstream() == inside
+    assert all(a is not b for a, b in zip(inside, before))
+    assert upstream() == before
+
+
+def test_upstream_flatten_mapping_still_has_no_bound():
+    """Fix 3 is needed while torch-pruning maps any number of indices; fails once upstream bounds it."""
+    index = tp._helpers._HybridIndex(idx=0, root_idx=0)
+    mapped = MAPPING._FlattenIndexMapping(stride=2 * MAX_MAPPED_INDICES)([index])
+    assert len(mapped) == 2 * MAX_MAPPED_INDICES
+    with patched(tp), pytest.raises(IndexExplosionError):
+        MAPPING._FlattenIndexMapping(stride=2 * MAX_MAPPED_INDICES)([index])
+
+
+@pytest.mark.parametrize("update", ["update_concat_index_mapping", "update_reshape_index_mapping"])
+def test_upstream_index_mappings_still_fail_on_sizes_they_cannot_infer(update, monkeypatch):
+    """Fixes 1 and 2 are needed while these raise where a size is unknown (0 or None); fail once they do not."""
+    monkeypatch.setattr(tp.dependency.shape_infer, "infer_channels_between", lambda *a, **k: None)
+    monkeypatch.setattr(tp.dependency.shape_infer, "infer_in_channels_recursively", lambda *a, **k: 0)
+    monkeypatch.setattr(tp.dependency.shape_infer, "infer_out_channels_recursively", lambda *a, **k: 4)
+
+    def node() -> SimpleNamespace:  # what the two functions read of a concat or reshape node
+        out = object()
+        return SimpleNamespace(
+            type=tp.ops.OPTYPE.CONCAT if "concat" in update else tp.ops.OPTYPE.RESHAPE,
+            grad_fn=SimpleNamespace(_saved_dim=1), module=SimpleNamespace(concat_sizes=None),
+            inputs=[object(), object()], outputs=[out],
+            dependencies=[SimpleNamespace(target=out, index_mapping=[None, None])])
+
+    graph = SimpleNamespace(_2d_4d=True)
+    with pytest.raises((ZeroDivisionError, TypeError)):
+        getattr(MAPPING, update)(graph, node())
+    marked = node()
+    with patched(tp):
+        getattr(MAPPING, update)(graph, marked)  # marked instead of raised
+    assert marked._secateurs_unmapped
