@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -227,6 +228,9 @@ def start_record(out: Path, config_dict: Mapping[str, Any], origin: RunOrigin | 
         record = {
             "record_version": RECORD_VERSION,
             "argv": argv,
+            # A run started from Python (a bench cell, a script) has no command line of its own: the
+            # process's says what started it.
+            "process_argv": list(sys.argv),
             "cwd": os.getcwd(),  # relative paths in argv and the settings are relative to it
             "settings": settings_with_sources(config_dict, origin.sources, given_options),
             "config": dict(config_dict),
@@ -289,6 +293,11 @@ def describe_data(data: Mapping[str, Any]) -> str:
     return f"{len(files)} files, {size:,} bytes, sha256 {str(data.get('sha256'))[:16]}"
 
 
+def _process(record: Mapping[str, Any]) -> str:
+    argv = record.get("process_argv") or []
+    return f"(from Python, in the process: {' '.join(argv)})" if argv else "(from Python)"
+
+
 def describe_record(record: Mapping[str, Any]) -> str:
     """The record as ``secateurs inspect`` shows it below the report."""
     changed = [f"{k}={v['value']!r} ({v['source']})" for k, v in record.get("settings", {}).items()
@@ -296,7 +305,7 @@ def describe_record(record: Mapping[str, Any]) -> str:
     lines = [
         "",
         "run record (run.json)",
-        f"  command      {' '.join(record.get('argv') or []) or '(from Python)'}",
+        f"  command      {' '.join(record.get('argv') or []) or _process(record)}",
         f"  environment  {describe_environment(record.get('environment', {}))}",
         f"  data         {describe_data(record.get('data', {}))}",
     ]
