@@ -128,6 +128,17 @@ CASES = [
          "train.epochs: 10 -> 20", lambda tmp: (_started_run(tmp), _recipe("train: {epochs: 20}\n")(tmp))),
     Case("search-resume-no-checkpoint", ["search-tickets", *RUN, "--out", "{tmp}/run", "--resume"],
          "holds no checkpoint", lambda tmp: (tmp / "run").mkdir()),
+    # ------------------------------------------------------------------------ benchmark suites
+    *[Case(f"suite-{name}", ["bench", "{tmp}/suite.yaml", "--out", "{tmp}/bench"], needle,
+           _write("suite.yaml", "base: {model: mlp, data: synthetic}\ngrid: {method: [gmp], sparsity: [0.5]}\n" + extra))
+      for name, extra, needle in (
+          ("epochs-text", "base: {model: mlp, data: synthetic, train: {epochs: abc}}\n", "base.train.epochs"),
+          ("lr-quoted", "base: {model: mlp, data: synthetic, train: {lr: '0.1'}}\n", "base.train.lr"),
+          ("seed-text", "grid: {method: [gmp], sparsity: [0.5], seed: [x]}\n", "grid.seed"),
+          ("options-list", "method_options: {gmp: [1]}\n", "method_options.gmp"),
+          ("option-text", "method_options: {gmp: {updates: abc}}\n", "method_options.updates"),
+          ("include-number", "base: {model: mlp, data: synthetic, include: 5}\n", "include"),
+      )],
     # ---------------------------------------------------- output paths, checked before any work
     *[Case(f"{name}-out-is-file", [*argv, "--out", "{tmp}/file"], "is a file", _write("file", "x"))
       for name, argv in (("train", ["train", *RUN]), ("prune", PRUNE), ("shrink", ["shrink", "{tmp}"]),
@@ -290,6 +301,28 @@ def test_fuzzed_recipes_are_accepted_or_refused_in_one_line(document, tmp_path, 
     recipe.write_text(text)
     for command in ("train", "prune"):
         _outcome([command, "--config", str(recipe), "--out", str(tmp_path / "run")], tmp_path, capsys)
+
+
+_SUITE_KEYS = ["name", "base", "grid", "method_options", "pretrain", "model", "data", "method", "sparsity",
+               "macs", "seed", "granularity", "scope", "train", "epochs", "lr", "gmp", "lottery", "rounds"]
+_SUITE_VALUES = st.recursive(_SCALARS, lambda inner: st.one_of(
+    st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(_SUITE_KEYS), inner, max_size=3)), max_leaves=8)
+
+
+@_FUZZ
+@given(document=st.one_of(st.dictionaries(st.sampled_from(_SUITE_KEYS), _SUITE_VALUES, max_size=5), _SUITE_VALUES))
+def test_fuzzed_suites_are_listed_or_refused_in_one_line(document, tmp_path, capsys):
+    import yaml
+
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(yaml.safe_dump(document))
+    before = _snapshot(tmp_path)
+    code = main(["bench", str(suite), "--out", str(tmp_path / "bench"), "--dry-run"])
+    captured = capsys.readouterr()
+    if code != 0:
+        lines = captured.err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and lines[0].startswith("secateurs: error: "), captured.err
+    assert _snapshot(tmp_path) == before
 
 
 @_FUZZ

@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 
 from secateurs.bench.grid import Cell, expand_grid
+from secateurs.config_validation import build_config, yaml_load
 from secateurs.errors import UsageError
 from secateurs.experiment.config import RunConfig
 from secateurs.methods import METHODS
@@ -76,9 +77,15 @@ def load_suite(path: str | Path) -> Suite:
     """Read and validate a suite file (UsageError with one clear line on any problem)."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml_load(path.read_text())
     except FileNotFoundError:
         raise UsageError(f"no suite file at {path}") from None
+    except IsADirectoryError:
+        raise UsageError(f"{path} is a directory, not a suite file") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path} is not a text (YAML) file") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
         raise UsageError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     return parse_suite(raw, default_name=path.stem, where=str(path))
@@ -148,11 +155,13 @@ def _check_keys(mapping: dict[str, Any], known: tuple[str, ...] | list[str], mes
 def _check_run_fields(section: dict[str, Any], where: str) -> None:
     from secateurs.train.config import TrainConfig
 
-    _check_keys(section, [f.name for f in fields(RunConfig)], f"{where}: unknown key {{!r}}")
+    known = [f.name for f in fields(RunConfig) if not f.metadata.get("internal")]
+    _check_keys(section, known, f"{where}: unknown key {{!r}}")
     train = section.get("train")
     if train is not None:
         train = _mapping(train, f"{where}.train")
         _check_keys(train, [f.name for f in fields(TrainConfig)], f"{where}.train: unknown key {{!r}}")
+        build_config(TrainConfig, train, where=f"{where}.train")  # a bad value is named here, not per cell
 
 
 def _method_options(value: Any, where: str) -> dict[str, dict[str, Any]]:

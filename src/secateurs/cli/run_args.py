@@ -2,6 +2,13 @@
 
 Method-specific settings come as ``--option KEY=VALUE`` (repeatable); they are checked against the
 method's typed config, so a misspelt key is an error that lists the valid ones.
+
+Why argparse and not a dataclass-driven CLI library (jsonargparse, tyro): flags only collect values
+here; types, ranges and help live once, in the config dataclasses (:mod:`secateurs.config_validation`,
+which also generates ``--method NAME --help``). A method's options depend on ``--method``, which such
+libraries express as subclass syntax (``--method.class_path``, ``--method.init_args.rounds``) that
+would change every documented command, and their errors are multi-line usage dumps; the switch would
+not make this file smaller.
 """
 
 from __future__ import annotations
