@@ -84,7 +84,8 @@ class CalibrationReward:
         x, y = self.train  # type: ignore[misc]
         # A fresh optimizer per evaluation (the official code keeps one across episodes; spec §A.3.1).
         opt = torch.optim.Adam(model.parameters(), lr=3e-4)
-        gen = torch.Generator().manual_seed(0)
+        # The same batches for every candidate (a fair comparison), drawn from the run's seed.
+        gen = torch.Generator().manual_seed(int(getattr(problem, "seed", 0)))
         model.train()
         for _ in range(self.finetune_steps):
             index = torch.randint(0, x.shape[0], (self.finetune_batch,), generator=gen).to(x.device)
