@@ -21,7 +21,7 @@ from secateurs.core.parametrize import MaskParametrization, squash_
 from secateurs.core.targets import Target, select_targets
 from secateurs.errors import SecateursError, UsageError
 from secateurs.methods import METHODS, Horizon, MethodConfig, Phase, PruningMethod, build_method
-from secateurs.structured.load import load_shrunk as load
+from secateurs.structured.load import load_shrunk
 from secateurs.train import TrainConfig, evaluate, fit
 
 __all__ = [
@@ -45,8 +45,18 @@ __all__ = [
     "build_method",
     "evaluate",
     "fit",
-    "load",
+    "load_shrunk",
     "parse_granularity",
     "select_targets",
     "squash_",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # ``secateurs.load`` was the first name of load_shrunk; "load" alone did not say what it loads.
+    if name == "load":
+        import warnings
+
+        warnings.warn("secateurs.load is now secateurs.load_shrunk", DeprecationWarning, stacklevel=2)
+        return load_shrunk
+    raise AttributeError(f"module 'secateurs' has no attribute {name!r}")

@@ -84,7 +84,7 @@ def prune(name: str, batches, *, seed: int = 0, stop_epoch: int | None = None, *
 @pytest.mark.parametrize("name", [m for m in METHODS.names() if m not in WHOLE_NETWORK])
 def test_every_method_prunes_coupled_channels_together_and_shrinks_exactly(name, batches):
     method, net = prune(name, batches)
-    assert sorted(method.ties) == ["c1.weight", "c2.weight", "c3.weight"]  # the {stem, c2} group is keyed by c2
+    assert sorted(method.shared_groups) == ["c1.weight", "c2.weight", "c3.weight"]  # the {stem, c2} group is keyed by c2
     x = torch.randn(4, 3, 8, 8)
     net.eval()
     with torch.no_grad():
@@ -110,7 +110,7 @@ def test_per_layer_masks_without_channel_groups_leave_partners_unpruned(batches)
     net = make_net()
     method = build_method("magnitude", sparsity=SPARSITY, granularity="filter", prune_at=0.5)
     run(method, net, batches, EPOCHS, pretrained=True, targets=select_targets(net, include_first=True))
-    assert method.ties == {}
+    assert method.shared_groups == {}
     masks = method.finalize()
     assert not torch.equal(masks["stem.weight"].mask, masks["c2.weight"].mask)
     assert shrink(net, masks, torch.zeros(1, 3, 8, 8)).plan.masked_channels > 0
@@ -118,7 +118,7 @@ def test_per_layer_masks_without_channel_groups_leave_partners_unpruned(batches)
 
 def test_coupled_false_keeps_one_mask_per_layer(batches):
     method, _ = prune("magnitude", batches, coupled=False)
-    assert method.ties == {} and "stem.weight" in method.parametrizations
+    assert method.shared_groups == {} and "stem.weight" in method.parametrizations
 
 
 @pytest.mark.parametrize("name", ["dpp", "gibbs"])
@@ -212,7 +212,7 @@ def test_shared_norms_and_grouped_convolutions_shrink_exactly(name, batches):
     method = build_method(name, **{**METHOD_KWARGS.get(name, {}), "sparsity": SPARSITY, "granularity": "filter"})
     run(method, net, batches, EPOCHS, pretrained=True, targets=select_targets(net, include_first=True),
         channel_groups=groups)
-    ties = {key: tie for key, (tie, _) in method.ties.items()}
+    ties = {key: tie for key, (tie, _) in method.shared_groups.items()}
     assert set(ties) >= {"a.weight", "b.weight"}, "a norm shared by two groups does not stop either"
     assert ties["c.weight"].chunks == 2 and ties["g.weight"].chunks == 2, "a grouped convolution ties pairs"
     x = torch.randn(4, 3, 8, 8)

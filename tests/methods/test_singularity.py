@@ -69,13 +69,13 @@ def _prune(method, batches, epochs=2, net=None, **kwargs):
 
 
 def _removed(method) -> dict[str, int]:
-    return {key: int((~p.mask).sum()) for key, p in method.parametrizations.items() if key in method.ties}
+    return {key: int((~p.mask).sum()) for key, p in method.parametrizations.items() if key in method.shared_groups}
 
 
 def test_prunes_coupled_groups_within_caps_and_shrinks_exactly(batches):
     method = _method(0.3)
     net = _prune(method, batches)
-    assert sorted(method.ties) == ["c1.weight", "c2.weight", "c3.weight"]
+    assert sorted(method.shared_groups) == ["c1.weight", "c2.weight", "c3.weight"]
     (first,) = method.rounds_log  # the target is met in round 1: no further round
     assert not first["target_beyond_estimate"]
     assert first["sparsity_after"] >= 0.3

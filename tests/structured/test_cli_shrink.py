@@ -43,7 +43,7 @@ def test_shrink_filter_run_writes_a_loadable_smaller_model(runs, tmp_path, capsy
     assert report["max_abs_diff_vs_run"] <= 1e-4
     assert report["onnx"]["max_abs_diff"] <= 1e-4
     assert report["bytes_on_disk"] < report["bytes_dense_fp32"]
-    model = secateurs.load(out)
+    model = secateurs.load_shrunk(out)
     assert sum(p.numel() for p in model.parameters()) == report["params_after"]
     assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
 

@@ -53,7 +53,7 @@ def test_reload_in_a_fresh_process(shrunk_dir):
     x = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(5))
     torch.save(x, directory.parent / "x.pt")
     code = (
-        "import sys, torch, secateurs; m = secateurs.load(sys.argv[1]); "
+        "import sys, torch, secateurs; m = secateurs.load_shrunk(sys.argv[1]); "
         "x = torch.load(sys.argv[2], weights_only=True); "
         "torch.save(m(x).detach(), sys.argv[3])"
     )
@@ -117,7 +117,7 @@ def test_damaged_files_raise_the_projects_own_error(shrunk_dir, tmp_path, target
         (tmp_path / path.name).write_bytes(path.read_bytes())
     damage(tmp_path / target)
     with pytest.raises(DamagedFileError, match=f"{target}.*damaged|damaged"):
-        secateurs.load(tmp_path)
+        secateurs.load_shrunk(tmp_path)
 
 
 def _flip(data: bytes) -> bytes:

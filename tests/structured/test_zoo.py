@@ -81,7 +81,7 @@ def test_a_method_on_coupled_groups_gives_a_masked_model_equal_to_its_shrunk_mod
     pruner = build_method(method, sparsity=0.3, granularity="filter")
     pruner.attach(model, select_targets(model, include_first=True), Horizon(10, 10, pretrained=True),
                   channel_groups=coupled_channel_groups(model, x[:1]))
-    assert pruner.ties
+    assert pruner.shared_groups
     if method in ("gmp", "magnitude"):
         pruner.prune_to(0.3)  # what their schedules reach by the end
     masks = pruner.finalize()

@@ -30,7 +30,7 @@ from secateurs.core.targets import Target
 from secateurs.errors import UsageError
 from secateurs.metrics import count_macs
 from secateurs.structured import coupled_channel_groups, predict_from_masks
-from secateurs.structured.coupled_masks import plan_ties
+from secateurs.structured.coupled_masks import plan_shared_groups
 
 __all__ = ["MacsSplit", "measure_macs_split", "sparsity_for_macs", "sparsity_for_shrunk_macs"]
 
@@ -93,13 +93,13 @@ def sparsity_for_shrunk_macs(model: nn.Module, targets: Sequence[Target], exampl
         raise UsageError("a MACs target sets one sparsity for every group; use scope tensor or group, not global")
     groups = coupled_channel_groups(model, example)
     shapes = {name: p.shape for name, p in model.named_parameters()}
-    ties, alone = plan_ties(groups, targets, shapes)
+    shared, alone = plan_shared_groups(groups, targets, shapes)
 
     def shrunk_fraction(sparsity: float) -> float:
         masks = {t.name: torch.arange(t.shape[0]) < keep_count(t.shape[0], sparsity) for t in alone}
-        for tie in ties:
-            keep = torch.arange(tie.units) < keep_count(tie.units, sparsity)
-            masks.update({member.param: member.spread(keep) for member in tie.producers})
+        for group in shared:
+            keep = torch.arange(group.units) < keep_count(group.units, sparsity)
+            masks.update({member.param: member.spread(keep) for member in group.producers})
         mask_set = MaskSet.from_masks(masks, Filter(), {name: shapes[name] for name in masks})
         size = predict_from_masks(model, mask_set, example, groups=groups)
         return size.macs_after / size.macs_before

@@ -1,7 +1,7 @@
 """The allocation problem: which keys (weights, or coupled channel groups) get which sparsity.
 
 A *key* is what a mask method keeps one mask for: a target weight, or, for ``--granularity filter``
-with channel groups, a tied group named after its root weight (:mod:`secateurs.structured.coupled_masks`).
+with channel groups, a shared group named after its root weight (:mod:`secateurs.structured.coupled_masks`).
 An allocation maps keys to sparsities; :class:`AllocationProblem` turns one into masks (magnitude
 inside each key), into a :class:`~secateurs.budget.Subject` to measure, and checks it against the
 constraints: the budgets, or, without budgets, the overall sparsity of the pruned weights.
@@ -33,11 +33,11 @@ class AllocationKey:
     """One unit of allocation.
 
     Attributes:
-        name: The method's key (target weight name, or a tied group's root weight name).
+        name: The method's key (target weight name, or a shared group's root weight name).
         units: Number of units (filters / channels / kernels / elements).
-        unit_size: Weight elements per unit (over every producer of a tied group).
+        unit_size: Weight elements per unit (over every producer of a shared group).
         module: Name of the (root) module, for observations and tables.
-        tie: The tied group, or None for a weight pruned on its own.
+        tie: The shared group, or None for a weight pruned on its own.
     """
 
     name: str
@@ -54,14 +54,14 @@ class AllocationKey:
 
 def build_keys(model: nn.Module, targets: Sequence[Target], granularity: Granularity,
                groups: Sequence[Any] | None = None) -> list[AllocationKey]:
-    """The keys a mask method will hold for ``targets`` (tied groups first when ``groups`` are given)."""
+    """The keys a mask method will hold for ``targets`` (shared groups first when ``groups`` are given)."""
     shapes = {n: p.shape for n, p in model.named_parameters()}
     ties: list[Any] = []
     own = list(targets)
     if groups is not None and isinstance(granularity, Filter):
-        from secateurs.structured.coupled_masks import plan_ties
+        from secateurs.structured.coupled_masks import plan_shared_groups
 
-        ties, own = plan_ties(groups, targets, shapes)
+        ties, own = plan_shared_groups(groups, targets, shapes)
     keys = [AllocationKey(t.name, t.units, t.width, t.name.rpartition(".")[0], t) for t in ties]
     for t in own:
         if not granularity.supports(t.shape) or granularity.fixed_density is not None:
@@ -125,7 +125,7 @@ class AllocationProblem:
     # ----------------------------------------------------------------- masks
     @torch.no_grad()
     def _unit_scores(self) -> dict[str, Tensor]:
-        """Magnitude of every unit (L2 norm; of the group weight's row for a tied group)."""
+        """Magnitude of every unit (L2 norm; of the group weight's row for a shared group)."""
         params = dict(self.model.named_parameters())
         scores = {}
         for key in self.keys:
@@ -145,7 +145,7 @@ class AllocationProblem:
             self.model = original
 
     def sparsities_of(self, masks: MaskSet) -> dict[str, float]:
-        """Per-key sparsity of a mask set over the targets (a tied group: its root's filter mask)."""
+        """Per-key sparsity of a mask set over the targets (a shared group: its root's filter mask)."""
         out = {}
         for key in self.keys:
             if key.tie is None:
@@ -171,7 +171,7 @@ class AllocationProblem:
         return {k.name: topk_mask(self._scores[k.name], counts[k.name]) for k in self.keys}
 
     def masks_from_units(self, units: Mapping[str, Tensor]) -> MaskSet:
-        """The MaskSet over the target weights for unit masks per key (tied groups spread onto producers)."""
+        """The MaskSet over the target weights for unit masks per key (shared groups spread onto producers)."""
         masks: dict[str, Tensor] = {}
         for key in self.keys:
             unit = units[key.name].to(torch.bool).cpu()
@@ -188,7 +188,7 @@ class AllocationProblem:
 
     @torch.no_grad()
     def apply_(self, model: nn.Module, units: Mapping[str, Tensor]) -> nn.Module:
-        """Zero ``model``'s pruned units in place: filters, and for tied groups also the biases and
+        """Zero ``model``'s pruned units in place: filters, and for shared groups also the biases and
         normalisation scales/shifts of the removed channels (what removal does)."""
         for key in self.keys:
             unit = units[key.name].to(torch.bool)

@@ -62,7 +62,7 @@ def _summary(report: dict[str, Any], out: str) -> str:
     if "onnx" in report:
         onnx = report["onnx"]
         lines.append(f"onnx: {onnx['file']} (onnxruntime max difference {onnx['max_abs_diff']:.3g})")
-    return "\n".join(lines) + f"\nshrunk model: {out} (load with secateurs.load)"
+    return "\n".join(lines) + f"\nshrunk model: {out} (load with secateurs.load_shrunk)"
 
 
 def _shrink_run(args: argparse.Namespace) -> int:

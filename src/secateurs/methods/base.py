@@ -20,6 +20,7 @@ All randomness comes from ``self.generator`` (seeded from the config, saved in `
 
 from __future__ import annotations
 
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -38,7 +39,7 @@ from secateurs.core.weight_groups import weight_groups
 from secateurs.config_validation import validate_fields
 from secateurs.errors import UsageError
 from secateurs.methods.ticket import TicketSearch
-from secateurs.structured.coupled_masks import SharedGate, TiedGroup
+from secateurs.structured.coupled_masks import SharedGate, SharedGroup
 from secateurs.structured.groups import ChannelGroup
 from secateurs.structured.mask_binder import MaskBinder
 
@@ -166,7 +167,7 @@ class PruningMethod(ABC):
         #: The run's current learning-rate multiplier (warm-up and decay; 1 = the base rate), set by
         #: the training loop before each optimizer step, for mask state that a method steps itself.
         self.lr_scale = 1.0
-        #: Where the masks live on the model (one per target, or one per tied channel group).
+        #: Where the masks live on the model (one per target, or one per shared group).
         self.binder = MaskBinder()
         #: Per-key target sparsities from an allocator (:meth:`use_allocation`); keys not in it use
         #: ``config.sparsity``.
@@ -176,7 +177,7 @@ class PruningMethod(ABC):
     # ----------------------------------------------------------------- per-key targets
     def use_allocation(self, sparsities: Mapping[str, float] | None,
                        units: Mapping[str, Tensor] | None = None) -> None:
-        """Train each key (a target weight, or a tied channel group's root weight) to its own sparsity.
+        """Train each key (a target weight, or a shared group's root weight) to its own sparsity.
 
         Call before :meth:`attach`. An allocation is per tensor / per group by nature, so it does
         not combine with ``scope="global"`` (the ``global`` allocator is the one-threshold variant).
@@ -235,7 +236,7 @@ class PruningMethod(ABC):
         targets = list(targets) if targets is not None else select_targets(model)
         gran = self.config.granularity
         couple = isinstance(gran, Filter) and self.config.coupled and self.supports_coupling(self.config)
-        ties, own = self.binder.plan(model, targets, channel_groups if couple else None)
+        shared, own = self.binder.plan(model, targets, channel_groups if couple else None)
         for t in own:
             if not gran.supports(t.shape):
                 raise UsageError(f"{t.name} with shape {tuple(t.shape)} cannot be pruned at granularity {gran}")
@@ -243,7 +244,7 @@ class PruningMethod(ABC):
         device = next(iter(model.parameters())).device
         self.generator = torch.Generator(device=device).manual_seed(self.config.seed)
         self.model = model
-        self.binder.bind(model, ties, own, self.make_parametrization)
+        self.binder.bind(model, shared, own, self.make_parametrization)
         unknown = sorted(set(self.allocation) - set(self.parametrizations))
         if unknown:
             raise UsageError(f"the allocation names {unknown[0]!r}, which this method does not prune")
@@ -331,29 +332,35 @@ class PruningMethod(ABC):
 
     @property
     def parametrizations(self) -> dict[str, MaskParametrization]:
-        """The method's masks by key: a target weight's name, or a tied channel group's (its root weight)."""
+        """The method's masks by key: a target weight's name, or a shared group's (its root weight)."""
         return self.binder.parametrizations
 
     @property
-    def ties(self) -> dict[str, tuple[TiedGroup, SharedGate]]:
-        """Tied channel groups by key, with their shared gates (see :class:`MaskBinder`)."""
-        return self.binder.ties
+    def shared_groups(self) -> dict[str, tuple[SharedGroup, SharedGate]]:
+        """Channel groups whose channels share one mask, by key, with their shared gates (see :class:`MaskBinder`)."""
+        return self.binder.shared_groups
+
+    @property
+    def ties(self) -> dict[str, tuple[SharedGroup, SharedGate]]:
+        """Deprecated name of :attr:`shared_groups`."""
+        warnings.warn("PruningMethod.ties is now shared_groups", DeprecationWarning, stacklevel=2)
+        return self.binder.shared_groups
 
     def weights(self) -> Iterator[tuple[str, MaskParametrization, Tensor]]:
-        """``(key, parametrization, weight)``: the original weight, or a tied group's group weight.
+        """``(key, parametrization, weight)``: the original weight, or a shared group's group weight.
 
         A group weight is a fresh tensor: change weights in place through :meth:`scale_weights_`.
         """
         return self.binder.weights()
 
     def scale_weights_(self, name: str, factor: Tensor | float) -> None:
-        """Multiply the weights behind key ``name`` by ``factor`` in place (every filter bank of a tied group)."""
+        """Multiply the weights behind key ``name`` by ``factor`` in place (every filter bank of a shared group)."""
         self.binder.scale_weights_(name, factor)
 
     def hard_masks(self) -> MaskSet:
         """Deterministic boolean masks of every target in the current state.
 
-        A tied group's mask is written onto each of its filter banks (the targets), at the positions
+        A shared group's mask is written onto each of its filter banks (the targets), at the positions
         of its channels.
         """
         return self.binder.hard_masks(self.config.granularity, self.targets)

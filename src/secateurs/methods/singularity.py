@@ -167,9 +167,9 @@ class SingularityPruning(PruningMethod):
             raise UsageError("singularity needs the model's coupled channel groups (a model secateurs can trace)")
         super().attach(model, targets, horizon, channel_groups=channel_groups)
         units, self.skipped = analysis_units(model, channel_groups, self.targets)
-        self.units = [u for u in units if u.key in self.ties]
+        self.units = [u for u in units if u.key in self.shared_groups]
         for unit in units:
-            if unit.key not in self.ties:
+            if unit.key not in self.shared_groups:
                 self.skipped[unit.group.root] = "no coupled mask for this group"
         if not self.units:
             raise UsageError("singularity found no channel group it can analyse among the pruned weights")
@@ -247,7 +247,7 @@ class SingularityPruning(PruningMethod):
         total = 0
         for name, p in self.parametrizations.items():
             assert isinstance(p, FixedMask)
-            tie = self.ties.get(name)
+            tie = self.shared_groups.get(name)
             per_unit = tie[0].width if tie is not None else self._unit_width(name)
             total += int((~p.mask).sum()) * per_unit
         return total
@@ -264,7 +264,7 @@ class SingularityPruning(PruningMethod):
         masked = 0
         for name, p in self.parametrizations.items():
             assert isinstance(p, FixedMask)
-            tie = self.ties.get(name)
+            tie = self.shared_groups.get(name)
             units = tie[0].units if tie is not None else int(p.mask.numel())
             width = tie[0].width if tie is not None else self._unit_width(name)
             kept = max(1, keep_count(units, self.allocation.get(name, 0.0)))
@@ -308,7 +308,7 @@ class SingularityPruning(PruningMethod):
         for estimate, mask, k in zip(estimates, self._masks(), counts):
             keep = estimate.alive.clone()
             if k > 0:
-                tie = self.ties[estimate.unit.key]
+                tie = self.shared_groups[estimate.unit.key]
                 tie_break = tie[1].weight().detach().abs().sum(1).cpu()
                 order = estimate.order(tie_break)
                 keep = torch.zeros_like(keep)

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from secateurs.metrics._eval import effective_tensor, eval_mode, parametrization_internal_ids
+from secateurs.metrics.effective_tensors import effective_tensor, eval_mode, parametrization_internal_ids
 
 __all__ = ["count_nonzero_params", "count_params"]
 

@@ -16,7 +16,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.utils.flop_counter import FlopCounterMode
 
-from secateurs.metrics._eval import effective_tensor, eval_mode, is_conv_or_linear
+from secateurs.metrics.effective_tensors import effective_tensor, eval_mode, is_conv_or_linear
 
 __all__ = ["LayerMacs", "MacReport", "count_macs"]
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from secateurs.errors import UsageError
-from secateurs.metrics._eval import eval_mode
+from secateurs.metrics.effective_tensors import eval_mode
 
 __all__ = ["LatencyResult", "measure_latency"]
 

@@ -10,7 +10,7 @@ from torch import nn
 
 from secateurs.core.parametrize import original_name
 from secateurs.errors import UsageError
-from secateurs.metrics._eval import effective_tensor, eval_mode, is_conv_or_linear
+from secateurs.metrics.effective_tensors import effective_tensor, eval_mode, is_conv_or_linear
 
 __all__ = ["layer_table", "render_layer_table"]
 

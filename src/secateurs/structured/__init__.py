@@ -5,7 +5,7 @@ The entry points::
     groups = coupled_channel_groups(model, example_input)     # which channels go together
     result = shrink(model, masks, example_input, round_to=8)  # a smaller model, same outputs
     save_shrunk(result.model, result.spec, "out/")            # arch.json + model.safetensors
-    model = load_shrunk("out/")                               # also secateurs.load("out/")
+    model = load_shrunk("out/")                               # also secateurs.load_shrunk("out/")
 
 torch-pruning (which traces the dependencies) is imported only when a graph is built.
 """

@@ -10,13 +10,19 @@ Here a method's mask state (scores, logits, a fixed mask...) is created once per
 over the group's channels, and the group's *group weight* (every producer's filters laid side by
 side, one row per channel) stands in for the layer weight wherever the method reads one: magnitude
 scores become group norms, Gibbs energies span all the group's filters, and budgets count every
-weight of a channel. A :class:`CoupledFilterMask` on each tensor of the group (filters, biases,
+weight of a channel. A :class:`SharedGateMask` on each tensor of the group (filters, biases,
 normalisation scales and shifts) applies the shared gate at that tensor's channel positions, so the
 masked model computes exactly what the shrunk model will.
 
 Stochastic masks (Gibbs, DPP) must use the same draw in every tensor of a forward pass: the gate is
 computed once per pass, between hooks on the model's own forward, and recomputed on any access
 outside a pass.
+
+Vocabulary: a *channel group* (:class:`~secateurs.structured.groups.ChannelGroup`, found by
+:mod:`secateurs.structured.graph`) is channels coupled across tensors; a *shared group*
+(:class:`SharedGroup`) is a channel group whose channels a method prunes with one mask; its
+*shared gate* (:class:`SharedGate`) is computed once per pass and applied on every member tensor by
+a :class:`SharedGateMask`.
 """
 
 from __future__ import annotations
@@ -34,18 +40,18 @@ from secateurs.core.targets import Target
 from secateurs.structured.groups import ChannelGroup
 
 __all__ = [
-    "CoupledFilterMask", "SharedGate", "TiedGroup", "TiedMember", "install_pass_hooks", "plan_ties", "remove_pass_hooks",
+    "SharedGateMask", "SharedGate", "SharedGroup", "SharedMember", "install_pass_hooks", "plan_shared_groups", "remove_pass_hooks",
 ]
 
 
 @dataclass(frozen=True)
-class TiedMember:
-    """One tensor dimension of a tied group.
+class SharedMember:
+    """One tensor dimension of a shared group.
 
     Attributes:
         param: Original parameter name.
         dim: Dimension along which the channels lie.
-        unit_of: For each position along ``dim``, the unit (see :class:`TiedGroup`) of its channel, or
+        unit_of: For each position along ``dim``, the unit (see :class:`SharedGroup`) of its channel, or
             ``-1`` when the position belongs to no channel of the group (it is left alone).
         slot_of: For each position, which of its unit's channels it holds (always 0 without chunks).
         columns: For producers (filter banks, dim 0), the slice of the group weight's columns that
@@ -66,7 +72,7 @@ class TiedMember:
 
 
 @dataclass(frozen=True)
-class TiedGroup:
+class SharedGroup:
     """A coupled channel group whose channels a method prunes together.
 
     The method's unit is one channel, or, where a grouped convolution needs equal group widths
@@ -83,11 +89,11 @@ class TiedGroup:
     name: str
     units: int
     chunks: int
-    members: tuple[TiedMember, ...]
+    members: tuple[SharedMember, ...]
     width: int
 
     @property
-    def producers(self) -> tuple[TiedMember, ...]:
+    def producers(self) -> tuple[SharedMember, ...]:
         """The filter banks, whose rows make up the group weight."""
         return tuple(m for m in self.members if m.columns is not None)
 
@@ -96,7 +102,7 @@ class TiedGroup:
         """The group as the method sees it: a ``(units, width)`` weight named after the root."""
         return Target(self.name, torch.Size((self.units, self.width)))
 
-    def rows(self, member: TiedMember) -> Tensor:
+    def rows(self, member: SharedMember) -> Tensor:
         """Positions along a producer's dim 0, ordered by unit, then slot."""
         unit = torch.tensor(member.unit_of, dtype=torch.long)
         key = unit * self.chunks + torch.tensor(member.slot_of, dtype=torch.long)
@@ -118,11 +124,11 @@ class TiedGroup:
         return torch.cat(parts, dim=1)
 
 
-def plan_ties(groups: Sequence[ChannelGroup], targets: Sequence[Target],
-              shapes: dict[str, torch.Size]) -> tuple[list[TiedGroup], list[Target]]:
+def plan_shared_groups(groups: Sequence[ChannelGroup], targets: Sequence[Target],
+              shapes: dict[str, torch.Size]) -> tuple[list[SharedGroup], list[Target]]:
     """Split the targets into coupled groups and the weights that keep a mask of their own.
 
-    A group is tied when it can be removed physically and every producer is a target filter bank
+    A channel group gets a shared mask when it can be removed physically and every producer is a target filter bank
     holding each channel once: then its channels are pruned together. Other targets keep per-layer
     masks (their channels are pruned in one layer and left as zeros by the shrinker where a coupled
     partner keeps them). Followers (biases, norms) may belong to several groups: a batch norm after
@@ -134,28 +140,28 @@ def plan_ties(groups: Sequence[ChannelGroup], targets: Sequence[Target],
         shapes: Parameter name -> shape of every parameter of the model (original names).
 
     Returns:
-        ``(tied groups, remaining targets)``.
+        ``(shared groups, remaining targets)``.
     """
     target_names = {t.name for t in targets}
-    tied: list[TiedGroup] = []
+    shared_groups: list[SharedGroup] = []
     producers: set[str] = set()
     for group in groups:
-        tie = _tie(group, target_names, shapes)
-        if tie is None or producers & {m.param for m in tie.producers}:
+        shared = _shared_group(group, target_names, shapes)
+        if shared is None or producers & {m.param for m in shared.producers}:
             continue
-        producers |= {m.param for m in tie.producers}
-        tied.append(tie)
-    return tied, [t for t in targets if t.name not in producers]
+        producers |= {m.param for m in shared.producers}
+        shared_groups.append(shared)
+    return shared_groups, [t for t in targets if t.name not in producers]
 
 
-def _tie(group: ChannelGroup, targets: set[str], shapes: dict[str, torch.Size]) -> TiedGroup | None:
+def _shared_group(group: ChannelGroup, targets: set[str], shapes: dict[str, torch.Size]) -> SharedGroup | None:
     producers = group.producers
     if not group.removable or not producers or group.channels % group.chunks:
         return None
     if any(m.param not in targets or m.dim != 0 for m in producers):
         return None
     units = group.channels // group.chunks
-    members: list[TiedMember] = []
+    members: list[SharedMember] = []
     width = 0
     for member in (*producers, *(m for m in group.members if m.role == "out" and not m.producer)):
         if member.param not in shapes:
@@ -174,20 +180,20 @@ def _tie(group: ChannelGroup, targets: set[str], shapes: dict[str, torch.Size]) 
             per_row = shapes[member.param].numel() // size * group.chunks
             columns = (width, width + per_row)
             width += per_row
-        members.append(TiedMember(member.param, member.dim,
+        members.append(SharedMember(member.param, member.dim,
                                   tuple(c % units if c >= 0 else -1 for c in channel_of),
                                   tuple(c // units if c >= 0 else 0 for c in channel_of), columns))
     root = f"{group.root}.weight" if group.root else "weight"
     if root not in {m.param for m in members if m.columns is not None}:
         root = members[0].param
-    return TiedGroup(root, units, group.chunks, tuple(members), width)
+    return SharedGroup(root, units, group.chunks, tuple(members), width)
 
 
 class SharedGate:
-    """The gate of one tied group, computed once per forward pass of the model.
+    """The gate of one shared group, computed once per forward pass of the model.
 
     Args:
-        mask: The method's parametrization for the group (its units: see :class:`TiedGroup`).
+        mask: The method's parametrization for the group (its units: see :class:`SharedGroup`).
         weight: Returns the current group weight.
         stand_in: Returns a tensor of the weights' dtype and device, given instead of the group weight
             to masks whose gate does not read it (``MaskParametrization.gate_reads_weight``): the
@@ -225,8 +231,8 @@ class SharedGate:
         self.in_pass, self._value = False, None
 
 
-class CoupledFilterMask(MaskParametrization):
-    """``tensor * gate`` with the gate of its tied group gathered at this tensor's channel positions.
+class SharedGateMask(MaskParametrization):
+    """``tensor * gate`` with the gate of its shared group gathered at this tensor's channel positions.
 
     The parametrization on the root weight also owns the method's group mask (as the submodule
     ``group_mask``), so the model's state dict holds it exactly once.
@@ -235,7 +241,7 @@ class CoupledFilterMask(MaskParametrization):
     unit_of: Tensor
     slot_of: Tensor
 
-    def __init__(self, shared: SharedGate, member: TiedMember, shape: torch.Size, *, units: int, chunks: int,
+    def __init__(self, shared: SharedGate, member: SharedMember, shape: torch.Size, *, units: int, chunks: int,
                  owner: bool) -> None:
         super().__init__(Filter(), shape)
         self.dim = member.dim
@@ -319,3 +325,8 @@ def _start_pass(module: nn.Module, args: object) -> None:
 def _end_pass(module: nn.Module, args: object, output: object) -> None:
     for gate in getattr(module, _GATES, ()):
         gate.end_pass()
+
+
+# The names before one vocabulary for coupled channels ("shared group" for a channel group that
+# shares one mask), kept for code written against them.
+TiedGroup, TiedMember, CoupledFilterMask, plan_ties = SharedGroup, SharedMember, SharedGateMask, plan_shared_groups

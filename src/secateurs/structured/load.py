@@ -1,7 +1,7 @@
 """Saving and loading shrunk models: ``arch.json`` + ``model.safetensors``, no pickled modules.
 
 ``save_shrunk(result, directory)`` writes the architecture spec and the weights;
-``load_shrunk(directory)`` (also ``secateurs.load``) builds the original model class, cuts the
+``load_shrunk(directory)`` (also ``secateurs.load_shrunk``) builds the original model class, cuts the
 recorded channels and loads the weights with safetensors, which cannot execute code.
 """
 

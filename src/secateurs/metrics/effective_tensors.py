@@ -1,4 +1,5 @@
-"""Shared helpers of the metrics: evaluation mode that restores itself, and effective weights."""
+"""Tensors as a model uses them: the parametrized (masked) value of a weight, the parameters owned by
+parametrizations, and an evaluation mode that restores itself (stochastic masks give their hard mask)."""
 
 from __future__ import annotations
 
