@@ -120,13 +120,23 @@ class CRLAllocator(Allocator):
         units = self._units(problem, result.decisions, fine)
         sparsities = {k.name: 1.0 - float(units[k.name].sum()) / k.units for k in problem.keys}
         chosen_units: dict[str, Tensor] | None = units if fine else None
-        repaired = False
+        repaired = filled = False
+        if result.feasible and not fine:
+            # The chosen allocation may sit well under the budget (a short search's best feasible
+            # samples are the cheap ones): spend what is left by scaling every key's density by one
+            # factor up to the constraint (costs only, no reward evaluation). [PROPOSAL], see the docs.
+            from secateurs.allocation.random_search import fit_densities
+
+            loosened = fit_densities(problem, {k: 1.0 - v for k, v in sparsities.items()})
+            filled = any(loosened[k] < sparsities[k] - 1e-9 for k in sparsities)
+            if filled:
+                sparsities = {k: min(loosened[k], sparsities[k]) for k in sparsities}
         if not result.feasible:
             log.warning("crl: the searched allocation misses a constraint; tightening it")
             sparsities = problem.tighten(sparsities)
             chosen_units, repaired = None, True
         search = {"variant": variant, "episodes": result.episodes, "seconds_search": round(result.seconds, 3),
-                  "search_reward": result.outcome.reward, "chosen_from": result.source, "tightened": repaired,
+                  "search_reward": result.outcome.reward, "chosen_from": result.source, "tightened": repaired, "filled_to_budget": filled,
                   "nu_final": result.history[-1]["nu"] if result.history else None, "trace": result.history}
         return Allocation(sparsities, units=chosen_units, search=search)
 
