@@ -18,10 +18,9 @@ import argparse
 import sys
 from typing import Any
 
-import yaml
-
 from secateurs.cli.command import Command as Subcommand
 from secateurs.cli.run_args import add_run_arguments, run_config_from_args
+from secateurs.config_validation import parse_yaml_value
 from secateurs.errors import UsageError
 
 __all__ = ["Command", "parse_values"]
@@ -32,13 +31,7 @@ def parse_values(text: str) -> list[Any]:
     items = [t.strip() for t in text.split(",") if t.strip()]
     if not items:
         raise UsageError("--values needs a comma-separated list, e.g. --values=-0.1,0,0.1")
-    out = []
-    for item in items:
-        try:
-            out.append(yaml.safe_load(item))
-        except yaml.YAMLError:
-            out.append(item)
-    return out
+    return [parse_yaml_value(item) for item in items]  # "1e-3" is a number; the config checks the types
 
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
