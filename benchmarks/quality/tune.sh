@@ -37,3 +37,6 @@ cell dpp-noise-0 dpp group noise_scale=0.0
 cell gibbs-anneal-0.5 gibbs tensor anneal_end=0.5
 cell gibbs-start-100 gibbs tensor beta_start=100
 cell gibbs-end-1e4 gibbs tensor beta_end=10000
+cell cs-harden-0.1 cs tensor harden_fraction=0.1
+cell cs-harden-0.4 cs tensor harden_fraction=0.4
+cell cs-finetune-0.65 cs tensor finetune_fraction=0.65
