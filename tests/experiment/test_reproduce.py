@@ -67,3 +67,16 @@ def test_a_run_without_a_record_or_with_missing_data_is_refused_in_one_line(tmp_
     assert main(["reproduce", str(run), "--out", str(tmp_path / "again")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "older secateurs" in err
+
+
+def test_a_budget_run_is_reproduced_though_its_allocation_block_times_itself(tmp_path, capsys):
+    # The report's allocation block carries the allocator's own measured seconds; durations at any
+    # depth are not part of what a rerun must equal, while the allocation itself is.
+    run = tmp_path / "run"
+    assert main(["prune", *QUICK, "--data", "synthetic", "--method", "gmp", "--budget", "params<=30%",
+                 "--out", str(run)]) == 0
+    report = json.loads((run / "report.json").read_text())
+    assert "seconds" in report["allocation"]
+    capsys.readouterr()
+    assert main(["reproduce", str(run), "--out", str(tmp_path / "again")]) == 0
+    assert capsys.readouterr().out.startswith("reproduced exactly")

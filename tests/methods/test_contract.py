@@ -312,3 +312,13 @@ def test_mask_param_groups_cover_mask_parameters(name, make_cnn):
     assert sorted(in_groups) == sorted(id(p) for p in method.mask_parameters())
     model_params = {id(p) for p in model.parameters()}
     assert all(i in model_params for i in in_groups)  # learned mask state lives in the model
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_an_allocated_config_needs_no_sparsity_but_an_allocation(name):
+    kwargs = dict(METHOD_KWARGS.get(name, {}))
+    method = build_method(name, allocated=True, **kwargs)
+    assert method.config.sparsity is None
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 4))
+    with pytest.raises(UsageError, match="allocation"):
+        method.attach(model)

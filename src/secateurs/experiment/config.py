@@ -148,16 +148,17 @@ class RunConfig:
             if self.budgets:
                 if built.get("sparsity") is not None:
                     raise UsageError("give a sparsity or budgets, not both (a budget sets the sparsity of every layer)")
-                # Budgets set every key's sparsity through the allocation; the shared validation still
-                # wants one number, and this one is never used (every key is allocated).
-                built["sparsity"] = 0.0
-            return build_config(cls, built, where="method_options"), declared | {str(k) for k in options}
-        if not isinstance(options, cls):
+                built["allocated"] = True
+            typed = build_config(cls, built, where="method_options")
+            declared |= {str(k) for k in options}
+        elif isinstance(options, cls):
+            typed = options
+            if not declared:  # a typed config from Python: what differs from the defaults counts as given
+                defaults = cls.__dataclass_fields__
+                declared = {f.name for f in fields(options) if getattr(options, f.name) != defaults[f.name].default}
+        else:
             raise ConfigValueError("method_options", options, f"a mapping of {self.method} options or a {cls.__name__}")
-        if not declared:  # a typed config from Python: what differs from the defaults counts as given
-            defaults = cls.__dataclass_fields__
-            declared = {f.name for f in fields(options) if getattr(options, f.name) != defaults[f.name].default}
-        return options, declared
+        return typed, declared
 
     def method_config(self) -> MethodConfig:
         """The method's typed config as the method runs it (the run's seed filled in where the
@@ -201,9 +202,7 @@ class RunConfig:
                 value = self.method_config().to_dict() if self.method_options is not None else {}
             elif isinstance(value, tuple):
                 value = list(value)
-            if f.name == "method_options" and self.budgets:
-                value.pop("sparsity", None)  # the placeholder (see _typed_method_options), not the user's
-            elif f.name == "budgets":
+            if f.name == "budgets":
                 value = [b.text for b in self.budgets]
             out[f.name] = value
         return out

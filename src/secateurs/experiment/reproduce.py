@@ -261,17 +261,26 @@ def _weights(run: Path, rerun: Path) -> list[Difference]:
     return out
 
 
+def _untimed(value: Any) -> Any:
+    """``value`` without measured durations at any depth (a report's allocation and search blocks
+    carry their own ``seconds``): they differ between any two runs."""
+    if isinstance(value, Mapping):
+        return {k: _untimed(v) for k, v in value.items() if k not in _TIMING}
+    if isinstance(value, list):
+        return [_untimed(v) for v in value]
+    return value
+
+
 def _report(run: Path) -> dict[str, Any]:
     report = read_json(run / "report.json")
-    return {k: v for k, v in report.items() if k not in _TIMING and k != "layers"} if isinstance(report, dict) else {}
+    return _untimed({k: v for k, v in report.items() if k != "layers"}) if isinstance(report, dict) else {}
 
 
 def _epochs(run: Path) -> list[dict[str, Any]]:
     path = run / "metrics.jsonl"
     if not path.exists():
         return []
-    return [{k: v for k, v in json.loads(line).items() if k not in _TIMING}
-            for line in path.read_text().splitlines() if line.strip()]
+    return [_untimed(json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _values(where: str, old: Mapping[str, Any], new: Mapping[str, Any], exact: bool) -> list[Difference]:

@@ -106,6 +106,8 @@ class MethodConfig:
         "help": "seed of the method's random generator; unset = the run's --seed (setting it overrides that)",
         "ge": 0})
     coupled: bool = field(default=True, metadata={"help": "filter granularity: prune coupled channel groups together"})
+    allocated: bool = field(default=False, metadata={
+        "help": "every layer's target comes from an allocation (--budget), so no single sparsity is given"})
 
     def __post_init__(self) -> None:
         # Types and declared ranges of every field (subclasses' too), from the fields themselves.
@@ -120,8 +122,13 @@ class MethodConfig:
                 raise UsageError(f"granularity {gran} implies sparsity {implied:g}, not {self.sparsity:g}")
             object.__setattr__(self, "sparsity", implied)
             object.__setattr__(self, "scope", "group")
-        if self.sparsity is None:
+        if self.sparsity is None and self.needs_sparsity():
             raise UsageError("a sparsity is required (--sparsity S with 0 <= S < 1)")
+
+    def needs_sparsity(self) -> bool:
+        """Whether this config must carry one sparsity: yes, unless an allocation gives every key its
+        own (subclasses add their own reasons: CS's free mode)."""
+        return not self.allocated
 
     def with_run_seed(self, seed: int) -> MethodConfig:
         """This config with the run's seed filled in where no seed of its own was given."""
@@ -232,6 +239,9 @@ class PruningMethod(ABC):
         """
         if self.model is not None:
             raise RuntimeError("this method is already attached to a model")
+        if self.config.allocated and not self.allocation:
+            raise UsageError("this method's config is for an allocation (allocated=true): give one with "
+                             "use_allocation(), or a sparsity")
         self.horizon = horizon or self.horizon
         targets = list(targets) if targets is not None else select_targets(model)
         gran = self.config.granularity

@@ -150,13 +150,10 @@ class CSConfig(MethodConfig):
     def __post_init__(self) -> None:
         if self.free and parse_granularity(self.granularity).fixed_density is not None:
             raise UsageError(f"free mode cannot honour the fixed density of granularity {self.granularity}")
-        # Free mode needs no sparsity; the shared validation requires one, so lend it a placeholder.
-        placeholder = self.free and self.sparsity is None
-        if placeholder:
-            object.__setattr__(self, "sparsity", 0.0)
         super().__post_init__()
-        if placeholder:
-            object.__setattr__(self, "sparsity", None)
+
+    def needs_sparsity(self) -> bool:
+        return super().needs_sparsity() and not self.free  # free mode: the L1 penalty decides how much
 
 
 @METHODS.register(
