@@ -7,7 +7,9 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["Command", "write_out"]
+from secateurs.errors import UsageError
+
+__all__ = ["Command", "positive_int", "write_out"]
 
 
 @dataclass(frozen=True)
@@ -22,3 +24,14 @@ class Command:
 def write_out(text: str) -> None:
     """Print a command's result on stdout, ending with one newline."""
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (a usage error, one line, otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise UsageError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise UsageError(f"expected a positive integer, got {value}")
+    return value

@@ -6,20 +6,11 @@ import argparse
 import json
 
 from secateurs.cli.command import Command
+from secateurs.cli.command import positive_int as _positive
 from secateurs.cli.command import write_out as _out
 from secateurs.errors import UsageError
 
 __all__ = ["ESTIMATE"]
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise UsageError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise UsageError(f"expected a positive integer, got {value}")
-    return value
 
 
 def _target(text: str) -> tuple[str, float]:

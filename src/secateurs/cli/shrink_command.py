@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from secateurs.cli.command import Command
+from secateurs.cli.command import positive_int as _positive
 from secateurs.cli.command import write_out as _out
 from secateurs.errors import UsageError
 
@@ -16,16 +17,6 @@ __all__ = ["SHRINK", "Command", "add_prunability_arguments", "run_prunability"]
 _REFUSALS_SHOWN = 5
 
 
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise UsageError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise UsageError(f"expected a positive integer, got {value}")
-    return value
 
 
 def _shrink_args(p: argparse.ArgumentParser) -> None:
