@@ -28,6 +28,8 @@ def _list_args(p: argparse.ArgumentParser) -> None:
 
 
 def _list_run(args: argparse.Namespace) -> int:
+    # Read from the generated catalogue: listing what exists needs no torch (seconds of start-up).
+    from secateurs.cli.catalogue import catalogue
     from secateurs.cli.option_help import method_options_help, settings_help
 
     rows: list[tuple[str, str]]
@@ -40,34 +42,12 @@ def _list_run(args: argparse.Namespace) -> int:
         _out(method_options_help(args.name))
         return 0
     if args.what == "methods":
-        from secateurs.methods import METHODS
-
-        rows = []
-        for name in METHODS.names():
-            aliases = METHODS.aliases_of(name)
-            label = f"{name} ({', '.join(aliases)})" if aliases else name
-            rows.append((label, METHODS.describe(name)))
-    elif args.what == "allocators":
-        from secateurs.allocation import ALLOCATORS
-
-        rows = [(name, ALLOCATORS.describe(name)) for name in ALLOCATORS.names()]
-    elif args.what == "costs":
-        from secateurs.budget import COSTS
-
-        rows = [(name, (cls.__doc__ or "").strip().splitlines()[0]) for name, cls in COSTS.items()]
-        rows.append(("module:function", "your own f(model) or f(model, masks) -> float"))
-    elif args.what == "models":
-        from secateurs.models import list_models
-
-        rows = list_models()
-    elif args.what == "datasets":
-        from secateurs.data import describe_datasets
-
-        rows = list(describe_datasets().items())
+        rows = [(f"{e['name']} ({', '.join(e['aliases'])})" if e["aliases"] else e["name"], e["description"])
+                for e in catalogue()["methods"]]
     else:
-        from secateurs.core.granularity import list_granularities
-
-        rows = list_granularities()
+        rows = [(name, text) for name, text in catalogue()[args.what]]
+        if args.what == "costs":
+            rows.append(("module:function", "your own f(model) or f(model, masks) -> float"))
     width = max(len(r[0]) for r in rows)
     _out("\n".join(f"{name:<{width}}  {text}" for name, text in rows))
     return 0

@@ -2,7 +2,8 @@
 
 ``secateurs list methods NAME`` and ``secateurs prune --method NAME --help`` print a method's
 options with what each accepts, its default and its one-line help, read from the fields of the
-method's ``Config`` (their ``metadata["help"]``), so the help cannot drift from the code.
+method's ``Config`` (their ``metadata["help"]``). They read them from the generated catalogue
+(:mod:`secateurs.cli.catalogue`, checked against the code by a test), so help needs no torch.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from secateurs.config_validation import describe_fields
+from secateurs.cli.catalogue import catalogue, method_entry
 
 __all__ = ["MethodHelpAction", "method_options_help", "settings_help"]
 
@@ -27,22 +28,18 @@ def _table(rows: list[tuple[str, str, str, str]], indent: str = "  ") -> str:
 
 def method_options_help(name: str) -> str:
     """The options of the method ``name`` (aliases accepted; UsageError when unknown)."""
-    from secateurs.methods import METHODS
-
-    canonical = METHODS.canonical(name)
-    rows = describe_fields(METHODS.get(canonical).Config)
-    return (f"{canonical}: {METHODS.describe(canonical)}\n"
+    entry = method_entry(name)
+    rows = [tuple(row) for row in entry["options"]]
+    return (f"{entry['name']}: {entry['description']}\n"
             f"options (prune -o KEY=VALUE, or method_options: in a recipe):\n{_table(rows)}")
 
 
 def settings_help() -> str:
     """The run settings and training settings, as recipes (``--config``) and flags take them."""
-    from secateurs.experiment.config import RunConfig
-    from secateurs.train.config import TrainConfig
-
-    run = [r for r in describe_fields(RunConfig) if r[0] != "train"]
+    settings = catalogue()["settings"]
+    run, train = ([tuple(row) for row in settings[part]] for part in ("run", "train"))
     return (f"run settings (top level of a recipe; flags --NAME):\n{_table(run)}\n\n"
-            f"training settings (train: in a recipe; flags --NAME):\n{_table(describe_fields(TrainConfig))}")
+            f"training settings (train: in a recipe; flags --NAME):\n{_table(train)}")
 
 
 class MethodHelpAction(argparse.Action):

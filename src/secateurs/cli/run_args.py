@@ -15,16 +15,19 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping
-from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from secateurs.cli.catalogue import setting_help
 from secateurs.cli.option_help import MethodHelpAction
 from secateurs.config_validation import ConfigValueError, parse_yaml_value
 from secateurs.errors import UsageError
-from secateurs.experiment.config import RunConfig, load_recipe
-from secateurs.experiment.resume import check_same_settings
-from secateurs.train.config import TrainConfig
+
+if TYPE_CHECKING:
+    from secateurs.experiment.config import RunConfig
+
+# RunConfig and the recipe loader import torch: they are imported when a command runs, not when the
+# parser is built, so --help and argument errors answer without torch (flag help: the catalogue).
 
 __all__ = ["add_run_arguments", "parse_option", "run_config_from_args", "setting_sources"]
 
@@ -53,7 +56,7 @@ def add_run_arguments(p: argparse.ArgumentParser, *, pruning: bool) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     for name, typ in {**_TOP_FLAGS, **_TRAIN_FLAGS}.items():
         p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=typ, default=S,
-                       help=_HELP.get(name) or _field_help(name))
+                       help=_HELP.get(name) or setting_help(name))
     p.add_argument("--channels-last", dest="channels_last", action="store_true", default=S,
                    help="channels-last (NHWC) weights and inputs (faster convolutions on GPUs)")
     p.add_argument("--decay-bias-norm", dest="decay_bias_norm", action=argparse.BooleanOptionalAction, default=S,
@@ -89,15 +92,6 @@ def add_run_arguments(p: argparse.ArgumentParser, *, pruning: bool) -> None:
                        help="stop a search allocator after this many minutes")
 
 
-def _field_help(name: str) -> str | None:
-    """A flag's help: the one line its config field declares (RunConfig or TrainConfig)."""
-    for cls in (RunConfig, TrainConfig):
-        for f in fields(cls):
-            if f.name == name:
-                return f.metadata.get("help")
-    return None
-
-
 def parse_option(text: str) -> tuple[str, Any]:
     """``"rounds=4"`` -> ``("rounds", 4)``: the value read as YAML reads it (numbers, true/false), else text.
 
@@ -124,6 +118,9 @@ def run_config_from_args(args: argparse.Namespace, *, pruning: bool) -> RunConfi
 
     When resuming, the saved one: settings given again (flags, ``--config``) must agree with it.
     """
+    from secateurs.experiment.config import RunConfig, load_recipe
+    from secateurs.experiment.resume import check_same_settings
+
     saved = Path(args.out) / "config.yaml"
     recipe: dict[str, Any] = dict(load_recipe(args.config)) if args.config else {}
     if args.resume and saved.exists():
@@ -146,6 +143,8 @@ def _overlay(base: dict[str, Any], recipe: dict[str, Any]) -> dict[str, Any]:
 
 def _config_from(raw: dict[str, Any], given: dict[str, Any], *, pruning: bool) -> RunConfig:
     """The RunConfig of the settings ``raw`` (a recipe) with the flags that were ``given`` on top."""
+    from secateurs.experiment.config import RunConfig
+
     raw = dict(raw)
     train = _section(raw.pop("train", None), "train", "training settings (secateurs list settings)")
     options = _section(raw.pop("method_options", None), "method_options",
@@ -198,6 +197,8 @@ def setting_sources(args: argparse.Namespace, *, pruning: bool) -> dict[str, str
     ``recipe`` (the ``--config`` file), ``flag`` or ``-o``. Settings missing here hold defaults.
     A resumed run keeps the sources of its first start (its record is not rewritten).
     """
+    from secateurs.experiment.config import load_recipe
+
     given = vars(args)
     sources: dict[str, str] = {}
     if args.config and not args.resume:
