@@ -81,6 +81,13 @@ def method_entry(name: str) -> dict[str, Any]:
     for entry in methods:
         if name == entry["name"] or name in entry["aliases"]:
             return entry
+    if "secateurs.methods" in sys.modules:  # loaded already: a method registered from Python is known there
+        from secateurs.config_validation import describe_fields
+        from secateurs.methods import METHODS
+
+        canonical = METHODS.canonical(name)  # UsageError listing the live names when unknown
+        return {"name": canonical, "aliases": METHODS.aliases_of(canonical), "description": METHODS.describe(canonical),
+                "options": describe_fields(METHODS.get(canonical).Config)}
     raise UsageError(f"unknown method {name!r}; known: {', '.join(e['name'] for e in methods)}")
 
 
