@@ -32,6 +32,7 @@ __all__ = [
     "gumbel_noise",
     "gumbel_topk",
     "hard_topk",
+    "hard_topk_mask",
     "k_hot",
     "relaxed_topk",
     "straight_through_topk",
@@ -46,18 +47,52 @@ def gumbel_noise(shape: torch.Size | tuple[int, ...], *, generator: torch.Genera
     """Standard Gumbel noise ``-log(-log u)``, ``u ~ U(0, 1)`` clamped away from 0 and 1."""
     u = torch.rand(shape, generator=generator, device=device, dtype=dtype)
     tiny = torch.finfo(dtype).tiny
-    u = u.clamp(min=tiny, max=1.0 - torch.finfo(dtype).eps)
-    return -torch.log(-torch.log(u))
+    # In place: the same values as the out-of-place expression, without four temporaries.
+    return u.clamp_(min=tiny, max=1.0 - torch.finfo(dtype).eps).log_().neg_().log_().neg_()
+
+
+def hard_topk_mask(scores: Tensor, k: int) -> Tensor:
+    """Boolean ``(G, n)`` mask of the ``k`` largest entries per row, ties to the earlier position.
+
+    The same set as the first ``k`` of a stable descending sort (what :func:`hard_topk` returns), at
+    the cost of a ``torch.topk`` for the ``k``-th largest value and a few passes: entries above it
+    are kept, and entries equal to it fill the remaining places from the left.
+    """
+    scores = scores.detach()
+    groups, n = scores.shape
+    if k <= 0 or k >= n or scores.device.type != "cpu" or bool(torch.isnan(scores).any()):
+        # Trivial counts; devices where a sort is cheap; NaN (the sort's own order decides it).
+        chosen = torch.zeros(groups, n, dtype=torch.bool, device=scores.device)
+        if k > 0:
+            chosen.scatter_(1, torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k], True)
+        return chosen
+    kth = torch.topk(scores, k, dim=1, sorted=False).values.amin(1, keepdim=True)
+    at_least = scores >= kth
+    if bool((at_least.sum(1) == k).all()):  # the usual case: no tie straddles the k-th place
+        return at_least
+    above = scores > kth
+    tied = at_least & ~above
+    places = k - above.sum(1, keepdim=True)  # how many of the tied entries get in
+    return above | (tied & (tied.cumsum(1) <= places))
 
 
 def hard_topk(scores: Tensor, k: int) -> Tensor:
     """Indices ``(G, k)`` of the ``k`` largest entries per row, in descending order.
 
-    Ties go to the earlier position (a stable sort), so the result is deterministic.
+    Ties go to the earlier position (a stable sort), so the result is deterministic. It equals the
+    first ``k`` indices of ``torch.sort(scores, descending=True, stable=True)``; only the ``k``
+    chosen entries are sorted (:func:`hard_topk_mask` finds them).
     """
     if k == 0:
         return scores.new_zeros((scores.shape[0], 0), dtype=torch.long)
-    return torch.sort(scores.detach(), dim=1, descending=True, stable=True).indices[:, :k]
+    scores = scores.detach()
+    if scores.device.type != "cpu":
+        return torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
+    # Row-major nonzero lists each row's chosen positions in ascending order; a stable sort of their
+    # values then puts them in descending order with ties still in ascending position.
+    chosen = hard_topk_mask(scores, k).nonzero()[:, 1].reshape(scores.shape[0], k)
+    order = torch.sort(scores.gather(1, chosen), dim=1, descending=True, stable=True).indices
+    return chosen.gather(1, order)
 
 
 def gumbel_topk(logits: Tensor, k: int, noise_scale: float, *,

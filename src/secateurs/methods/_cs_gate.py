@@ -116,6 +116,13 @@ class CSGate(MaskParametrization):
         return self.scores.detach() > 0
 
     def unit_mask(self, weight: Tensor) -> Tensor:
+        if weight.device.type == "cpu" and not torch.compiler.is_compiling():
+            # On a CPU reading the flag costs nothing: compute only the branch in use. The values and
+            # gradients are those of the torch.where below (which passes the live gradient unchanged).
+            if not bool(self.frozen):
+                return self.soft_gate() if self.training else self.sign_mask().to(weight.dtype) * self.scale
+            if not self.scores.requires_grad:
+                return self.fixed.to(weight.dtype) * self.scale
         # torch.where rather than ``if self.frozen``: no host synchronisation in the forward pass.
         fixed = self.fixed.to(weight.dtype) * self.scale
         live = self.soft_gate() if self.training else self.sign_mask().to(weight.dtype) * self.scale

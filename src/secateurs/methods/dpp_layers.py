@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from secateurs.core.granularity import Filter, Granularity, Kernel, NofM, Unstructured
-from secateurs.core.gumbel import gumbel_noise, hard_topk, k_hot, straight_through_topk
+from secateurs.core.gumbel import gumbel_noise, hard_topk, hard_topk_mask, straight_through_topk
 from secateurs.core.parametrize import MaskParametrization
 from secateurs.errors import UsageError
 from secateurs.quant.fake_quant import QuantConfig, fake_quantize
@@ -147,10 +147,15 @@ class DPPMask(MaskParametrization):
         self.generator = generator  # the method's generator: one random stream for the whole run
         self.quant = quant
         self.logits = nn.Parameter(logits.detach().clone().float())
+        self._hard_cache: tuple[tuple, Tensor] | None = None  # see grouped_hard
         self.register_buffer("temperature", torch.tensor(float(temperature), device=logits.device))
 
     def _sampled(self) -> Tensor:
         logits = self.logits
+        if self.noise_scale == 0 and not logits.requires_grad:
+            # Fixed masks (noise 0, logits frozen): the straight-through value is the deterministic
+            # top-k with no gradient, the same tensor at every step until the logits or k change.
+            return self.grouped_hard()
         if self.noise_scale > 0:
             noise = gumbel_noise(logits.shape, generator=self.generator, device=logits.device, dtype=logits.dtype)
             logits = logits + self.noise_scale * noise
@@ -159,8 +164,19 @@ class DPPMask(MaskParametrization):
         return straight_through_topk(logits, idx, self.temperature, self.relax_order)
 
     def grouped_hard(self) -> Tensor:
-        """``(groups, n)`` float k-hot mask of the deterministic top-k of the logits."""
-        return k_hot(hard_topk(self.logits, self.k), self.grouping.n, dtype=self.logits.dtype)
+        """``(groups, n)`` float k-hot mask of the deterministic top-k of the logits.
+
+        Kept until the logits change (an optimizer step or a loaded state bumps their version
+        counter) or ``k`` does: evaluation and the fixed stretch of training reuse it. Do not modify
+        the returned tensor in place.
+        """
+        logits = self.logits
+        if torch.compiler.is_compiling():  # a traced graph has no use for a Python-side cache
+            return hard_topk_mask(logits, self.k).to(logits.dtype)
+        key = (logits.data_ptr(), logits._version, self.k, logits.dtype, logits.device)
+        if self._hard_cache is None or self._hard_cache[0] != key:
+            self._hard_cache = (key, hard_topk_mask(logits, self.k).to(logits.dtype))
+        return self._hard_cache[1]
 
     def unit_mask(self, weight: Tensor) -> Tensor:
         grouped = self._sampled() if self.training else self.grouped_hard()

@@ -7,10 +7,11 @@ from contextlib import nullcontext
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 from secateurs.train.speed import to_memory_format
 
-__all__ = ["autocast_for", "evaluate"]
+__all__ = ["autocast_for", "evaluate", "masks_computed_once"]
 
 
 def autocast_for(device: torch.device, enabled: bool):  # noqa: ANN201 - context manager
@@ -18,6 +19,18 @@ def autocast_for(device: torch.device, enabled: bool):  # noqa: ANN201 - context
     if enabled and device.type == "cuda":
         return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
     return nullcontext()
+
+
+def masks_computed_once(model: nn.Module):  # noqa: ANN201 - context manager
+    """Compute every parametrized (masked) weight once for the whole context instead of once per batch.
+
+    Eval-mode masks are deterministic functions of the weights and mask state, which do not change
+    while evaluating, so each batch would recompute the same tensors (a DPP layer's top-k, a Gibbs
+    layer's ground state). Not for compiled modules: dynamo would guard on the cache flag.
+    """
+    if hasattr(model, "_orig_mod"):  # torch.compile's wrapper
+        return nullcontext()
+    return parametrize.cached()
 
 
 @torch.no_grad()
@@ -34,14 +47,15 @@ def evaluate(model: nn.Module, loader: Iterable[tuple[Tensor, Tensor]], *, amp: 
     correct = torch.zeros((), device=device, dtype=torch.long)
     count = 0
     try:
-        for x, y in loader:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            x = to_memory_format(x, channels_last)
-            with autocast_for(device, amp):
-                out = model(x)
-            loss_sum += nn.functional.cross_entropy(out.float(), y, reduction="sum").double()
-            correct += (out.argmax(1) == y).sum()
-            count += y.numel()
+        with masks_computed_once(model):
+            for x, y in loader:
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                x = to_memory_format(x, channels_last)
+                with autocast_for(device, amp):
+                    out = model(x)
+                loss_sum += nn.functional.cross_entropy(out.float(), y, reduction="sum").double()
+                correct += (out.argmax(1) == y).sum()
+                count += y.numel()
     finally:
         model.train(was_training)
     if count == 0:

@@ -1,0 +1,49 @@
+"""The fast top-k selections and Gumbel noise give exactly what the straightforward code gives."""
+
+from __future__ import annotations
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from secateurs.core.gumbel import gumbel_noise, hard_topk, hard_topk_mask, k_hot
+from secateurs.metrics.mask_information import inclusion_probabilities
+
+
+def _stable_sort_topk(scores: torch.Tensor, k: int) -> torch.Tensor:
+    return torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
+
+
+@st.composite
+def _scores_and_k(draw):
+    groups, n = draw(st.integers(1, 6)), draw(st.integers(1, 12))
+    # Few distinct values: ties everywhere, also across the k-th place; NaN and signed zeros too.
+    values = st.sampled_from([0.0, -0.0, 1.0, 2.0, -1.5, float("nan"), float("inf")]) | st.floats(-3, 3, width=32)
+    flat = draw(st.lists(values, min_size=groups * n, max_size=groups * n))
+    return torch.tensor(flat, dtype=torch.float32).reshape(groups, n), draw(st.integers(0, n))
+
+
+@settings(max_examples=300, deadline=None)
+@given(_scores_and_k())
+def test_hard_topk_equals_the_first_k_of_a_stable_descending_sort(case):
+    scores, k = case
+    expected = _stable_sort_topk(scores, k)
+    assert torch.equal(hard_topk(scores, k), expected)
+    assert torch.equal(hard_topk_mask(scores, k), k_hot(expected, scores.shape[1]).bool())
+
+
+def test_gumbel_noise_equals_the_textbook_formula():
+    got = gumbel_noise((50, 40), generator=torch.Generator().manual_seed(3))
+    u = torch.rand((50, 40), generator=torch.Generator().manual_seed(3))
+    u = u.clamp(min=torch.finfo(torch.float32).tiny, max=1.0 - torch.finfo(torch.float32).eps)
+    assert torch.equal(got, -torch.log(-torch.log(u)))
+
+
+def test_inclusion_probabilities_equal_the_sort_based_estimate():
+    logits = torch.randn(7, 30, generator=torch.Generator().manual_seed(0))
+    got = inclusion_probabilities(logits, 4, 0.7, 25, generator=torch.Generator().manual_seed(1))
+    noise = gumbel_noise((25, 7, 30), generator=torch.Generator().manual_seed(1))
+    perturbed = (logits.unsqueeze(0) + 0.7 * noise).reshape(25 * 7, 30)
+    expected = k_hot(_stable_sort_topk(perturbed, 4), 30).reshape(25, 7, 30).mean(0)
+    assert torch.equal(got, expected)
+    assert torch.equal(inclusion_probabilities(logits, 4, 0.0), k_hot(_stable_sort_topk(logits, 4), 30))
