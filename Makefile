@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH_PINS)
-	$(BIN)/python -m pip install -q -e '.[vision,report,export,timm,dev]'
+	$(BIN)/python -m pip install -q -e '.[vision,report,export,timm,lightning,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -9,7 +9,7 @@ CHECK = """
 import sys
 import secateurs, secateurs.cli.main, secateurs.experiment
 import torch
-heavy = [m for m in ("torchvision", "matplotlib", "onnx", "onnxruntime", "torch_pruning") if m in sys.modules]
+heavy = [m for m in ("torchvision", "matplotlib", "onnx", "onnxruntime", "torch_pruning", "lightning") if m in sys.modules]
 assert not heavy, heavy
 assert not torch.cuda.is_initialized()
 print("ok", secateurs.__version__)
