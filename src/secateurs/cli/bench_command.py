@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from secateurs.cli.command import positive_int
 from secateurs.cli.command import write_out as _out
 from secateurs.errors import UsageError
 
@@ -22,12 +24,31 @@ def bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="bench directory; run the same command again to resume")
     p.add_argument("--device", help="run every cell on this device (cpu, cuda, cuda:N, auto)")
     p.add_argument("--data-dir", help="look for dataset files here first")
-    p.add_argument("--dry-run", action="store_true", help="list the cells and exit")
+    p.add_argument("--jobs", type=positive_int, default=1, metavar="N",
+                   help="run N cells at once, each in its own process (default 1: one after the other)")
+    p.add_argument("--threads-per-job", type=positive_int, metavar="T",
+                   help="torch threads of each job (default: usable CPUs // jobs, at most $OMP_NUM_THREADS)")
+    p.add_argument("--shard", type=shard_spec, metavar="I/N",
+                   help="run only slice I of N of the grid (a job array on a shared file system; "
+                        "`secateurs report` merges the shards)")
+    p.add_argument("--dry-run", action="store_true", help="list the cells (of the shard) and exit")
+
+
+def shard_spec(text: str) -> tuple[int, int]:
+    """An argparse type: ``I/N`` with 1 <= I <= N (a usage error, one line, otherwise)."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if match is None:
+        raise UsageError(f"--shard takes I/N, e.g. 2/8 (slice 2 of 8), got {text!r}")
+    index, count = int(match.group(1)), int(match.group(2))
+    if count < 1 or not 1 <= index <= count:
+        raise UsageError(f"--shard {index}/{count}: I/N needs 1 <= I <= N (slices are numbered from 1)")
+    return index, count
 
 
 def run_bench(args: argparse.Namespace) -> int:
     """Run a suite; exit 0 when every cell finished, 1 when some failed (the rest still ran)."""
     from secateurs.bench import load_suite, run_suite
+    from secateurs.bench.shard import Shard, cells_for
     from secateurs.experiment.run import resolve_device
 
     if args.device is not None:
@@ -35,39 +56,51 @@ def run_bench(args: argparse.Namespace) -> int:
     if args.data_dir is not None and not Path(args.data_dir).is_dir():
         raise UsageError(f"--data-dir {args.data_dir} is not a directory")
     suite = load_suite(args.suite)
+    shard = Shard(*args.shard) if args.shard is not None else None
     if args.dry_run:
-        lines = [f"{cell.id}  ({_budget(cell)} epochs)" for cell in suite.cells]
-        lines += [f"{cell_id}  (not applicable: {reason})" for cell_id, reason in suite.not_applicable]
-        _out("\n".join(lines) + f"\n{len(suite.cells)} cells")
+        cells = cells_for(suite.cells, shard)
+        lines = [f"{cell.id}  ({_budget(cell)} epochs)" for cell in cells]
+        if shard is None:
+            lines += [f"{cell_id}  (not applicable: {reason})" for cell_id, reason in suite.not_applicable]
+        where = f" (shard {shard} of a grid of {len(suite.cells)})" if shard is not None else ""
+        _out("\n".join(lines) + f"\n{len(cells)} cells{where}")
         return 0
     try:
         summary = run_suite(suite, args.out, device=args.device, data_dir=args.data_dir,
-                            progress=sys.stderr.isatty())
+                            progress=sys.stderr.isatty(), jobs=args.jobs, shard=shard, threads=args.threads_per_job)
     except KeyboardInterrupt:
         print("secateurs: interrupted; run the same command again to resume the grid", file=sys.stderr)
         return 130
-    _out(f"{suite.name}: {summary.describe()}\nresults: {Path(args.out) / 'results.jsonl'}")
+    results = Path(args.out) / (shard.results_name if shard is not None else "results.jsonl")
+    label = f"{suite.name} shard {shard}" if shard is not None else suite.name
+    _out(f"{label}: {summary.describe()}\nresults: {results}")
     for cell_id, reason in summary.failed:
         _out(f"failed: {cell_id}: {reason}")
+    for cell_id in summary.elsewhere:
+        _out(f"running in another process: {cell_id}")
     return 1 if summary.failed else 0
 
 
 def report_arguments(p: argparse.ArgumentParser) -> None:
     """Flags of ``report``."""
-    p.add_argument("dir", help="a bench directory (holding results.jsonl)")
+    p.add_argument("dir", help="a bench directory (holding results.jsonl, or the results of its shards)")
     p.add_argument("--out", help="where the report goes (default DIR/report)")
     p.add_argument("--no-plots", action="store_true", help="tables and HTML only")
 
 
 def run_report(args: argparse.Namespace) -> int:
     """Write the tables, plots and HTML page of a bench directory."""
+    from secateurs.bench.results import results_files
     from secateurs.reporting import write_report
 
     bench = Path(args.dir)
-    if not (bench / "results.jsonl").exists():
-        raise UsageError(f"no results.jsonl in {bench}; run `secateurs bench SUITE.yaml --out {bench}` first")
+    sources = results_files(bench)
+    if not sources:
+        raise UsageError(f"no results.jsonl (nor results of shards) in {bench}; "
+                         f"run `secateurs bench SUITE.yaml --out {bench}` first")
     files = write_report(bench, args.out, plots=not args.no_plots)
-    _out("\n".join(str(path) for path in files.all()))
+    merged = [f"merged {len(sources)} results files: {', '.join(p.name for p in sources)}"] if len(sources) > 1 else []
+    _out("\n".join([*merged, *(str(path) for path in files.all())]))
     return 0
 
 
