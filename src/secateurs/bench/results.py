@@ -22,10 +22,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from secateurs.bench.locks import locked_append
 from secateurs.errors import UsageError
 from secateurs.experiment.config import RunConfig
 from secateurs.train.config import TrainConfig
-from secateurs.bench.locks import locked_append
 
 __all__ = [
     "RESULTS", "ResultsIndex", "append_result", "config_hash", "declared_options", "latest_by_cell", "matches_saved",

@@ -38,10 +38,10 @@ def shard_spec(text: str) -> tuple[int, int]:
     """An argparse type: ``I/N`` with 1 <= I <= N (a usage error, one line, otherwise)."""
     match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
     if match is None:
-        raise UsageError(f"--shard takes I/N, e.g. 2/8 (slice 2 of 8), got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected I/N, e.g. 2/8 (slice 2 of 8), got {text!r}")
     index, count = int(match.group(1)), int(match.group(2))
     if count < 1 or not 1 <= index <= count:
-        raise UsageError(f"--shard {index}/{count}: I/N needs 1 <= I <= N (slices are numbered from 1)")
+        raise argparse.ArgumentTypeError(f"{index}/{count}: I/N needs 1 <= I <= N (slices are numbered from 1)")
     return index, count
 
 

@@ -7,7 +7,6 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from secateurs.errors import UsageError
 
 __all__ = ["Command", "positive_int", "write_out"]
 
@@ -27,11 +26,15 @@ def write_out(text: str) -> None:
 
 
 def positive_int(text: str) -> int:
-    """An argparse type: a whole number of at least 1 (a usage error, one line, otherwise)."""
+    """An argparse type: a whole number of at least 1 (a usage error, one line, otherwise).
+
+    It raises ``ArgumentTypeError``, whose message argparse keeps (after the flag's name); any other
+    ValueError, UsageError included, argparse replaces with "invalid positive_int value".
+    """
     try:
         value = int(text)
     except ValueError:
-        raise UsageError(f"expected a positive integer, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
-        raise UsageError(f"expected a positive integer, got {value}")
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value

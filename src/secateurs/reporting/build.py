@@ -6,6 +6,7 @@ import importlib.util
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -48,7 +49,7 @@ def write_report(bench_dir: str | Path, out: str | Path | None = None, *, plots:
     """
     bench_dir = Path(bench_dir)
     out = Path(out) if out is not None else bench_dir / "report"
-    records = list(latest_by_cell(read_results(bench_dir)).values())
+    records = _in_suite_order(list(latest_by_cell(read_results(bench_dir)).values()), bench_dir)
     if not records:
         raise UsageError(f"{bench_dir} holds no results (results.jsonl is missing or empty)")
     title, description = _suite_text(bench_dir)
@@ -82,3 +83,17 @@ def _suite_text(bench_dir: Path) -> tuple[str, str]:
     raw = raw if isinstance(raw, dict) else {}
     name = raw.get("name") or bench_dir.name
     return f"Benchmark report: {name}", str(raw.get("description") or "")
+
+
+def _in_suite_order(records: list[dict[str, Any]], bench_dir: Path) -> list[dict[str, Any]]:
+    """The records in the order of the suite's cells, so the tables do not depend on which cell finished
+    first (parallel jobs and shards finish in any order); cells the suite no longer names go last."""
+    from secateurs.bench.suite import parse_suite
+
+    path = bench_dir / "suite.yaml"
+    try:
+        suite = parse_suite(yaml.safe_load(path.read_text()), where=str(path))
+    except (OSError, UsageError, yaml.YAMLError, TypeError, ValueError):
+        return records  # no (valid) suite copy: the order the results were written in
+    rank = {cell.id: position for position, cell in enumerate(suite.cells)}
+    return sorted(records, key=lambda r: rank.get(r["cell"], len(rank)))
