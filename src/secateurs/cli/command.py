@@ -7,7 +7,6 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-
 __all__ = ["Command", "positive_int", "write_out"]
 
 
