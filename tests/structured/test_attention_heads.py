@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 
 from secateurs.metrics import count_macs, count_params
 from secateurs.models import build_model
-from secateurs.structured import coupled_channel_groups, group_filter_masks, shrink, zero_dead_channels_
+from secateurs.structured import coupled_channel_groups, group_filter_masks, reference_model, shrink
 
 from ._helpers import outputs, randomize_, squash_
 
@@ -43,7 +41,7 @@ def test_head_dimensions_shrink_exactly_with_the_attention_scale_kept(fused):
     result = shrink(model, masks, x[:1], groups=groups)
     attn = result.model.blocks[0].attn
     assert attn.head_dim == 5 and attn.qkv.out_features == 3 * 3 * 5 and attn.proj.in_features == 15
-    reference = zero_dead_channels_(copy.deepcopy(model), result.groups, result.plan)
+    reference = reference_model(model, result.groups, result.plan)
     expected = outputs(reference, x)
     assert expected.std() > 1e-3
     assert (outputs(result.model, x) - expected).abs().max() <= 1e-5

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from secateurs.metrics import count_macs, count_params
-from secateurs.structured import coupled_channel_groups, shrink, zero_dead_channels_
+from secateurs.structured import coupled_channel_groups, reference_model, shrink
 
 from ._helpers import group_masks, outputs, randomize_, squash_
 
@@ -75,7 +75,7 @@ def _shrink_with_group_masks(model: nn.Module, x: torch.Tensor):
     masks = group_masks(model, groups, prune=0.4)
     squash_(model, masks)
     result = shrink(model, masks, x[:1], groups=groups)
-    reference = zero_dead_channels_(copy.deepcopy(model), result.groups, result.plan)
+    reference = reference_model(model, result.groups, result.plan)
     return result, reference
 
 

@@ -3,7 +3,8 @@
 As in ``test_zoo.py``: prune 30 % of the channels of every exactly removable group, shrink, and hold
 the shrunk model to the masked one (equal outputs) and to the predicted size. Each family brings
 something the torchvision models do not: CSP's concatenation of slices, NF-Net's weight-standardized
-convolutions with a per-channel gain, LeViT's cached attention biases. The full sweep is
+convolutions with a per-channel gain, MixNet's mixed convolutions (a split at fixed sizes of a
+concatenation), LeViT's cached attention biases. The full sweep is
 ``benchmarks/structured/timm_coverage.py``.
 """
 
@@ -16,14 +17,14 @@ import torch
 
 from secateurs.metrics import count_macs, count_params
 from secateurs.models import build_model
-from secateurs.structured import coupled_channel_groups, shrink, zero_dead_channels_
+from secateurs.structured import coupled_channel_groups, reference_model, shrink
 
 from ._helpers import group_masks, outputs, randomize_, squash_
 
 pytest.importorskip("timm")
 
 
-@pytest.mark.parametrize("name", ["resnet10t", "cs3darknet_focus_s", "nf_regnet_b0"])
+@pytest.mark.parametrize("name", ["resnet10t", "cs3darknet_focus_s", "nf_regnet_b0", "mixnet_s"])
 def test_timm_model_shrinks_to_an_equal_smaller_model_of_the_predicted_size(name):
     torch.manual_seed(0)
     model = randomize_(build_model(f"timm:{name}", in_channels=3, num_classes=10, image_size=32))
@@ -32,8 +33,8 @@ def test_timm_model_shrinks_to_an_equal_smaller_model_of_the_predicted_size(name
     masks = group_masks(model, groups, prune=0.3)
     squash_(model, masks)
     result = shrink(model, masks, x[:1], groups=groups)
-    assert result.plan.removed_channels > 0
-    reference = zero_dead_channels_(copy.deepcopy(model), result.groups, result.plan)
+    assert result.plan.removed_channels > 0 and not result.refused  # mixed convolutions' splits follow
+    reference = reference_model(model, result.groups, result.plan)
     expected = outputs(reference, x)
     assert expected.std() > 1e-3
     assert (outputs(result.model, x) - expected).abs().max() <= 1e-4 * max(1.0, float(expected.abs().max()))

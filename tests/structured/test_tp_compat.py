@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from torch import nn
 
 from secateurs.structured import coupled_channel_groups
 from secateurs.structured.tp_compat import CHECKED_VERSION, MAX_MAPPED_INDICES, IndexExplosionError, patched
@@ -15,8 +16,9 @@ MAPPING = tp.dependency.index_mapping
 
 
 def upstream() -> tuple:
+    group = tp.dependency.group.Group
     return (MAPPING.update_concat_index_mapping, MAPPING.update_reshape_index_mapping,
-            MAPPING._FlattenIndexMapping.__call__)
+            MAPPING._FlattenIndexMapping.__call__, MAPPING.update_split_index_mapping, group.add_dep, group.has_pruning_op, group.add_and_merge)
 
 
 def test_the_fixes_were_checked_against_the_installed_torch_pruning():
@@ -70,3 +72,52 @@ def test_upstream_index_mappings_still_fail_on_sizes_they_cannot_infer(update, m
     with patched(tp):
         getattr(MAPPING, update)(graph, marked)  # marked instead of raised
     assert marked._secateurs_unmapped
+
+
+class Mixed(nn.Module):
+    """A mixed convolution: its input split at fixed sizes, kept in ``splits`` (as timm's MixedConv2d)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c, self.d = nn.Conv2d(4, 5, 3, padding=1), nn.Conv2d(6, 5, 5, padding=2)
+        self.splits = [4, 6]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p, q = torch.split(x, self.splits, 1)
+        return torch.cat([self.c(p), self.d(q)], 1)
+
+
+class SplitAfterConcat(nn.Module):
+    """Two convolutions concatenated, then split at the same sizes into two others (MixNet):
+    torch-pruning meets the split's consumers in the other order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 4, 1), nn.Conv2d(3, 6, 1)
+        self.bn = nn.BatchNorm2d(10)
+        self.mixed = Mixed()
+        self.fc = nn.Linear(10, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.bn(torch.cat([self.a(x), self.b(x)], 1))
+        return self.fc(self.mixed(y).mean((2, 3)))
+
+
+def test_each_consumer_of_a_split_reads_its_own_slice_and_cuts_follow_the_new_offsets():
+    from secateurs.structured import group_filter_masks, reference_model, shrink
+
+    from ._helpers import outputs, randomize_, squash_
+
+    model = randomize_(SplitAfterConcat())
+    x = torch.randn(2, 3, 8, 8)
+    groups = coupled_channel_groups(model, x[:1])
+    readers = {g.root: [m.param for m in g.members if m.role == "in"] for g in groups}
+    assert readers["a"] == ["mixed.c.weight"] and readers["b"] == ["mixed.d.weight"]
+    # both groups cut, the first one shifting the second one's offsets in the concatenation and split
+    keep = {"a": torch.tensor([True, False, True, False]), "b": torch.tensor([False, True, True, False, True, True])}
+    masks = group_filter_masks(model, groups, keep)
+    squash_(model, masks)
+    result = shrink(model, masks, x[:1], groups=groups)
+    assert not result.refused and result.model.mixed.splits == [2, 4]
+    expected = outputs(reference_model(model, result.groups, result.plan), x)
+    torch.testing.assert_close(outputs(result.model, x), expected, rtol=0, atol=1e-5)

@@ -8,13 +8,11 @@ is ``benchmarks/structured/coverage.py``.
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 
 from secateurs.metrics import count_macs, count_params
-from secateurs.structured import coupled_channel_groups, shrink, zero_dead_channels_
+from secateurs.structured import coupled_channel_groups, reference_model, shrink
 
 from ._helpers import group_masks, outputs, randomize_, squash_
 
@@ -58,7 +56,7 @@ def test_torchvision_model_shrinks_to_an_equal_smaller_model(name):
     result = shrink(model, masks, x[:1])
     assert result.plan.removed_channels > 0
     assert result.plan.masked_channels == 0  # group masks leave nothing behind
-    reference = zero_dead_channels_(copy.deepcopy(model), result.groups, result.plan)
+    reference = reference_model(model, result.groups, result.plan)
     expected = outputs(reference, x)
     assert expected.std() > 1e-3  # outputs that depend on the input: the comparison means something
     assert (outputs(result.model, x) - expected).abs().max() <= 1e-4 * max(1.0, float(expected.abs().max()))

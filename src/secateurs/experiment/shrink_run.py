@@ -72,6 +72,22 @@ def load_run(run: str | Path) -> LoadedRun:
     return LoadedRun(config, report, masks, model.eval(), data, info)
 
 
+def _restore_masked_norms(loaded: LoadedRun, groups: list[Any]) -> None:
+    """Give the loaded run's LayerNorms the masked statistics the run computed with.
+
+    While a run's masks are active, LayerNorms that see a pruned channel group normalise over its
+    kept channels only (:mod:`secateurs.structured.masked_norm`); the saved weights cannot say so,
+    so the run's model is rebuilt with them from its masks (the channels every producer pruned).
+    """
+    from secateurs.structured import plan_removal
+    from secateurs.structured.masked_norm import install_masked_norms_
+    from secateurs.structured.predict import masked_norm_channels
+
+    shapes = {name: tuple(p.shape) for name, p in loaded.model.named_parameters()}
+    plan = plan_removal(groups, loaded.masks, shapes=shapes)
+    install_masked_norms_(loaded.model, masked_norm_channels(loaded.model, groups, plan, "dead"))
+
+
 def _guard_out(run: Path, out: Path) -> None:
     if out.resolve() == run.resolve():
         raise UsageError("--out must be a new directory, not the run itself")
@@ -128,6 +144,7 @@ def shrink_run(
     example = loaded.example_input
     result = shrink(loaded.model, loaded.masks, example, round_to=round_to, approximate=approximate,
                     model_info=loaded.model_info)
+    _restore_masked_norms(loaded, result.groups)
     save_shrunk(result.model, result.spec, out)
     batch = next(iter(loaded.data.test))[0][:_EVAL_BATCH].cpu()
     after_params, after_macs = count_params(result.model), count_macs(result.model, example).dense

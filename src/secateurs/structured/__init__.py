@@ -14,7 +14,13 @@ from secateurs.structured.graph import ChannelGraph, coupled_channel_groups
 from secateurs.structured.groups import ChannelGroup, GroupMember, group_filter_masks
 from secateurs.structured.load import apply_spec_, load_shrunk, save_shrunk
 from secateurs.structured.plan import GroupPlan, RemovalPlan, plan_removal
-from secateurs.structured.predict import SizePrediction, predict_from_masks, predict_shrunk_size, zero_dead_channels_
+from secateurs.structured.predict import (
+    SizePrediction,
+    predict_from_masks,
+    predict_shrunk_size,
+    reference_model,
+    zero_dead_channels_,
+)
 from secateurs.structured.shrink import ShrinkError, ShrinkResult, shrink
 from secateurs.structured.spec import ArchSpec, SpecGroup
 
@@ -36,6 +42,7 @@ __all__ = [
     "plan_removal",
     "predict_from_masks",
     "predict_shrunk_size",
+    "reference_model",
     "save_shrunk",
     "shrink",
     "zero_dead_channels_",

@@ -14,6 +14,7 @@ turns each of its groups into parameter dimensions and says which groups can be 
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from collections.abc import Sequence
@@ -31,9 +32,9 @@ from secateurs.structured.layer_adapters import (
     per_channel_extras,
     refresh_split_sizes_,
 )
+from secateurs.structured.masked_norm import maskable_norm
 from secateurs.structured.module_caches import preserved_module_caches
 from secateurs.structured.tp_compat import new_group, patched
-from secateurs.structured.tp_speedups import install_bounded_search
 
 __all__ = ["ChannelGraph", "coupled_channel_groups"]
 
@@ -68,7 +69,6 @@ class ChannelGraph:
     def __init__(self, model: nn.Module, example_input: Any) -> None:
         import torch_pruning as tp
 
-        install_bounded_search(tp)
         self.model = model
         self._tp = tp
         modes = [(m, m.training) for m in model.modules()]
@@ -136,6 +136,7 @@ class ChannelGraph:
         blockers: list[str] = []
         exact = True
         chunk_counts: list[int] = []
+        norms: list[str] = []
         for item in group:
             node = item.dep.target
             module = node.module
@@ -151,7 +152,9 @@ class ChannelGraph:
                 blocker = "an operation whose channel sizes torch-pruning cannot infer"
             if blocker:
                 blockers.append(blocker)
-            if isinstance(module, _NORMS_ACROSS_CHANNELS) or (not is_out and is_weight_standardized(module)):
+            if maskable_norm(module):
+                norms.append(self._names.get(module, ""))  # exact against masked LayerNorms
+            elif isinstance(module, _NORMS_ACROSS_CHANNELS) or (not is_out and is_weight_standardized(module)):
                 exact = False  # statistics over the channels (or over the weights reading them) change
             for member in found:
                 if member.chunks > 1:
@@ -170,7 +173,8 @@ class ChannelGraph:
         if not any(m.producer for m in members):
             blockers.append("no layer produces these channels")
         return ChannelGroup(root=root, channels=channels, members=tuple(_merge(members)),
-                            blocker=blockers[0] if blockers else None, exact=exact, chunks=chunks)
+                            blocker=blockers[0] if blockers else None, exact=exact, chunks=chunks,
+                            norms=tuple(dict.fromkeys(norms)))
 
     def _misfit(self, root_module: nn.Module, channels: int, members: list[GroupMember]) -> str | None:
         """Why torch-pruning's indices of a group cannot be right, or None when they fit the layers.
@@ -205,7 +209,9 @@ class ChannelGraph:
             name = self._dg._param_to_name.get(module)
             if name is None:
                 return [], "a parameter that cannot be named"
-            return [member(name, node.pruning_dim % module.dim(), "out", True)], None
+            # A free parameter added to the features (position embedding, class token) follows the
+            # channel: a shared group's mask gates it with the filters, and removal cuts it.
+            return [member(name, node.pruning_dim % module.dim(), "out", False)], None
         prefix = self._names.get(module)
         if prefix is None:  # one of torch-pruning's placeholders for functional operations
             return [], _placeholder_blocker(tp, module)
@@ -253,6 +259,30 @@ class ChannelGraph:
         for layer, idxs, names, before in extras:
             _cut_extras_(layer, names, before, idxs)
         refresh_split_sizes_(self.model)
+        self._refresh_index_mappings()
+
+    def _refresh_index_mappings(self) -> None:
+        """Re-derive the slice offsets of splits and concatenations from their current widths.
+
+        torch-pruning computes them once, when the graph is built, and its split and concat pruners
+        update only the sizes: after one group is cut, the next group's channels would be mapped
+        through the old offsets (into the wrong slice, or past the end).
+        """
+        tp, dg = self._tp, self._dg
+        kinds = (tp.ops.OPTYPE.SPLIT, tp.ops.OPTYPE.CONCAT)
+        nodes = [node for node in dg.module2node.values() if node.type in kinds]
+        if not nodes:
+            return
+        for node in nodes:
+            sizes = getattr(node.module, "split_sizes", None) if node.type == tp.ops.OPTYPE.SPLIT else None
+            if sizes and getattr(node.module, "offsets", None) is not None:
+                node.module.offsets = [0, *itertools.accumulate(sizes)]
+        with patched(tp):
+            for node in nodes:
+                mapping = tp.dependency.index_mapping
+                update = mapping.update_split_index_mapping if node.type == tp.ops.OPTYPE.SPLIT \
+                    else mapping.update_concat_index_mapping
+                update(dg, node)
 
     def out_channels(self, root: str) -> int | None:
         """Output channels of a layer as torch-pruning counts them (None if not a prunable layer)."""

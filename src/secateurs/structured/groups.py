@@ -37,10 +37,11 @@ class GroupMember:
         dim: The dimension of that parameter along which the channels lie.
         role: ``"out"`` when the tensor shapes the channel's value (filters, bias, normalisation
             affine), ``"in"`` when it reads the channel (the next layer's input weights).
-        producer: True for tensors that create the channel's signal (convolution and linear
-            filters, embeddings, free parameters added to the features); False for followers such
-            as biases and normalisation scales. A channel is removable only where every producer
-            has pruned it.
+        producer: True for filter banks that create the channel's signal (convolution and linear
+            filters, embeddings); False for followers such as biases, normalisation scales and free
+            parameters added to the features (a transformer's position embedding and class token),
+            which a shared group's mask gates along with the filters. A channel is removable only
+            where every producer has pruned it.
         index: Positions along ``dim`` (in ``[0, chunk_size * chunks)``, see ``chunks``).
         channel: The group channel of each position (same length as ``index``); a flattened
             feature map gives several positions per channel.
@@ -100,6 +101,10 @@ class ChannelGroup:
             to the masked one but not equal.
         chunks: Removal must take the same channels out of each of ``chunks`` equal consecutive
             slices (grouped convolutions keep equal group widths); 1 when free.
+        norms: LayerNorms whose statistics include the channels (a transformer's residual stream).
+            Removal is exact against a masked model whose LayerNorms normalise over the kept
+            channels only (:mod:`secateurs.structured.masked_norm`, what shared masks do), so the
+            group's channel count is not rounded: a channel kept as zero would enter the statistics.
     """
 
     root: str
@@ -108,6 +113,7 @@ class ChannelGroup:
     blocker: str | None = None
     exact: bool = True
     chunks: int = 1
+    norms: tuple[str, ...] = ()
 
     @property
     def removable(self) -> bool:
@@ -133,7 +139,7 @@ class ChannelGroup:
         """Plain values for JSON."""
         return {
             "root": self.root, "channels": self.channels, "blocker": self.blocker, "exact": self.exact,
-            "chunks": self.chunks, "members": [m.to_dict() for m in self.members],
+            "chunks": self.chunks, "norms": list(self.norms), "members": [m.to_dict() for m in self.members],
         }
 
 

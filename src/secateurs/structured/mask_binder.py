@@ -21,14 +21,15 @@ from secateurs.core.masks import MaskSet
 from secateurs.core.parametrize import MaskParametrization, attach_, original_name, original_tensor, squash_
 from secateurs.core.targets import Target
 from secateurs.structured.coupled_masks import (
-    SharedGateMask,
     SharedGate,
+    SharedGateMask,
     SharedGroup,
     install_pass_hooks,
     plan_shared_groups,
     remove_pass_hooks,
 )
 from secateurs.structured.groups import ChannelGroup
+from secateurs.structured.masked_norm import freeze_masked_norms_, install_masked_norms_, maskable_norm
 
 __all__ = ["MakeMask", "MaskBinder"]
 
@@ -82,6 +83,8 @@ class MaskBinder:
             self.parametrizations[t.name] = p
         if self.shared_groups:
             self._hooks = install_pass_hooks(model, [shared for _, shared in self.shared_groups.values()])
+        # LayerNorms that see a shared group normalise over its kept channels only (masked == shrunk).
+        install_masked_norms_(model, dict.fromkeys(_masked_norm_names(model, shared_groups)))
 
     def _bind_shared_group(self, model: nn.Module, group: SharedGroup, make: MakeMask, device: torch.device) -> None:
         rows = [group.rows(member).to(device) for member in group.producers]  # once, not at every step
@@ -145,11 +148,27 @@ class MaskBinder:
         return MaskSet.from_masks(masks, granularity, {t.name: t.shape for t in targets})
 
     def squash(self) -> None:
-        """Bake the hard masks into the weights and take every mask and hook off the model."""
+        """Bake the hard masks into the weights and take every mask and pass hook off the model.
+
+        The masked LayerNorms stay, fixed to the final masks' kept channels: the finalised model
+        computes what the masked one did (and what the shrunk one will).
+        """
         if self.model is None:
             return
+        freeze_masked_norms_(self.model)
         squash_(self.model)
         self.parametrizations.clear()
         if self._hooks:
             remove_pass_hooks(self.model, self._hooks)
         self._hooks, self.shared_groups = [], {}
+
+
+def _masked_norm_names(model: nn.Module, shared_groups: Sequence[SharedGroup]) -> list[str]:
+    """The LayerNorms whose affine weight follows a shared group."""
+    names = []
+    for group in shared_groups:
+        for member in group.members:
+            module_name, _, attr = member.param.rpartition(".")
+            if attr == "weight" and maskable_norm(model.get_submodule(module_name)):
+                names.append(module_name)
+    return list(dict.fromkeys(names))

@@ -174,9 +174,10 @@ def plan_removal(
         groups: The model's groups (:func:`secateurs.structured.coupled_channel_groups`).
         masks: Filter-granularity masks of the (squashed) model's weights.
         round_to: Keep channel counts at multiples of this (kernel-friendly widths); channels given
-            back for it stay zero.
-        approximate: Also remove groups seen by a normalisation across channels (LayerNorm,
-            GroupNorm); the result then differs slightly from the masked model.
+            back for it stay zero. Not applied to groups seen by LayerNorms (``ChannelGroup.norms``).
+        approximate: Also remove groups seen by a normalisation across channels that cannot be
+            masked (GroupNorm, LayerNorm without affine weight, weight-standardized convolutions);
+            the result then differs slightly from the masked model.
         shapes: Parameter name -> shape of the model's parameters; with them, no layer is cut to
             zero width (a channel is kept for it). ``shrink`` and the size predictions pass them.
 
@@ -205,7 +206,10 @@ def plan_removal(
             dead = _balance(everywhere, group.chunks)
             if bool((everywhere & ~dead).any()):
                 note = "grouped convolution: only channels pruned in every group are removed"
-        removed = _keep_for_shape(dead, group.chunks, round_to) if bool(dead.any()) else dead
+        # A channel kept as zero for rounding would still enter a LayerNorm's statistics in the shrunk
+        # model, where the masked model left it out: groups seen by LayerNorms are not rounded.
+        rounding = 1 if group.norms else round_to
+        removed = _keep_for_shape(dead, group.chunks, rounding) if bool(dead.any()) else dead
         if shapes is not None and bool(removed.any()):
             alive = _keep_every_layer_alive(group, removed, shapes)
             if note is None and bool((removed & ~alive).any()):
@@ -214,7 +218,7 @@ def plan_removal(
         if note is None and bool((somewhere & ~everywhere).any()):
             note = "coupled layers keep some of the pruned channels"
         elif note is None and bool((dead & ~removed).any()):
-            note = f"kept to round channel counts to {round_to}" if round_to > 1 else "a group keeps one channel"
+            note = f"kept to round channel counts to {round_to}" if rounding > 1 else "a group keeps one channel"
         masked = int((somewhere & ~removed).sum())
         plans.append(GroupPlan(
             root=group.root, channels=group.channels, keep=_indices(~removed), dead=_indices(dead),

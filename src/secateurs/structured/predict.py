@@ -9,6 +9,7 @@ must match exactly.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections import defaultdict
 from dataclasses import dataclass
@@ -21,9 +22,13 @@ from secateurs.core.masks import MaskSet
 from secateurs.metrics import count_macs
 from secateurs.structured.attention_heads import attention_matmul_macs, kept_head_share
 from secateurs.structured.groups import ChannelGroup
+from secateurs.structured.masked_norm import install_masked_norms_, remove_masked_norms_
 from secateurs.structured.plan import RemovalPlan, plan_removal
 
-__all__ = ["SizePrediction", "predict_from_masks", "predict_shrunk_size", "predicted_shapes", "zero_dead_channels_"]
+__all__ = [
+    "SizePrediction", "masked_norm_channels", "predict_from_masks", "predict_shrunk_size", "predicted_shapes",
+    "reference_model", "zero_dead_channels_",
+]
 
 
 @dataclass(frozen=True)
@@ -138,6 +143,46 @@ def predict_from_masks(
         groups = coupled_channel_groups(model, example_input)
     shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
     return predict_shrunk_size(model, groups, plan_removal(groups, masks, shapes=shapes), example_input)
+
+
+def masked_norm_channels(
+    model: nn.Module, groups: list[ChannelGroup], plan: RemovalPlan, which: str = "removed"
+) -> dict[str, torch.Tensor]:
+    """LayerNorm name -> kept channels (boolean), for every LayerNorm that sees channels of the plan.
+
+    These are the LayerNorms that must normalise over the kept channels only
+    (:mod:`secateurs.structured.masked_norm`) for the model to compute what the shrunk one computes.
+
+    Args:
+        model: The unshrunk model.
+        groups: Its channel groups.
+        plan: The removal plan.
+        which: ``"removed"`` (what the shrunk model leaves out) or ``"dead"`` (what the masks pruned).
+    """
+    hit = _positions(groups, plan, model, which, roles=("out",))
+    kept: dict[str, torch.Tensor] = {}
+    for group in groups:
+        for norm in group.norms:
+            weight = f"{norm}.weight" if norm else "weight"
+            positions = hit.get((weight, 0))
+            if positions and norm not in kept:
+                vector = torch.ones(model.get_parameter(weight).shape[0], dtype=torch.bool)
+                vector[sorted(positions)] = False
+                kept[norm] = vector
+    return kept
+
+
+def reference_model(model: nn.Module, groups: list[ChannelGroup], plan: RemovalPlan) -> nn.Module:
+    """A copy of ``model`` that computes what the shrunk model must compute, exactly.
+
+    The plan's dead channels are zeroed in every coupled tensor (:func:`zero_dead_channels_`), and
+    the LayerNorms that see removed channels normalise over the others only
+    (:func:`masked_norm_channels`; the hooks stay on the copy).
+    """
+    reference = zero_dead_channels_(copy.deepcopy(model), groups, plan)
+    remove_masked_norms_(reference)
+    install_masked_norms_(reference, masked_norm_channels(model, groups, plan))
+    return reference
 
 
 @torch.no_grad()

@@ -29,9 +29,11 @@ from secateurs.core.masks import MaskSet
 from secateurs.errors import SecateursError, UsageError
 from secateurs.structured.graph import ChannelGraph
 from secateurs.structured.groups import ChannelGroup
+from secateurs.structured.masked_norm import masked_norms, remove_masked_norms_
 from secateurs.structured.plan import GroupPlan, RemovalPlan, plan_removal
 from secateurs.structured.predict import (
     SizePrediction,
+    masked_norm_channels,
     predict_shrunk_size,
     predicted_shapes,
     zero_dead_channels_,
@@ -160,7 +162,7 @@ def shrink(
     """
     _check_plain(model)
     masks.validate(model)
-    work = copy.deepcopy(model)
+    work = _plain_copy(model)
     graph = None
     if groups is None:
         graph = ChannelGraph(work, example_input)
@@ -170,14 +172,15 @@ def shrink(
     try:
         plan = plan_removal(groups, masks, round_to=round_to, approximate=approximate, shapes=shapes)
         zero_dead_channels_(work, groups, plan, roles=("out",))
-        reference = forward_outputs(work, check_input) if verify else None
+        norms = masked_norm_channels(work, groups, plan)
+        reference = _outputs(work, check_input, norms) if verify else None
         misread: dict[str, str] = {}
         if reference is not None:
-            misread = _misread_groups(work, groups, plan, check_input, reference)
+            misread = _misread_groups(work, groups, plan, check_input, reference, norms)
             if misread:
                 plan = plan.refusing(misread, untouched=True)
-                work = zero_dead_channels_(copy.deepcopy(model), groups, plan, roles=("out",))
-                reference = forward_outputs(work, check_input)
+                work = zero_dead_channels_(_plain_copy(model), groups, plan, roles=("out",))
+                reference = _outputs(work, check_input, masked_norm_channels(work, groups, plan))
         zero_dead_channels_(work, groups, plan)
     except (UsageError, ShrinkError):
         raise
@@ -196,12 +199,14 @@ def shrink(
         except Exception as exc:  # noqa: BLE001 - any failure of the surgery sends us group by group
             problem = _first_line(exc)
         if problem is not None:
-            fresh = zero_dead_channels_(copy.deepcopy(model), groups, plan)
+            fresh = zero_dead_channels_(_plain_copy(model), groups, plan)
+            check.zeroed = copy.deepcopy(fresh)
             cut, refused = _remove_one_by_one(fresh, example_input, to_cut, check)
             plan = plan.refusing(refused)
     refused = {**misread, **refused}
     if reference is not None and check.last_diff is None:
-        check.last_diff = _max_diff(reference, forward_outputs(cut, check_input))
+        check.last_diff = _max_diff(check.reference_for([g for g in plan.groups if g.removed]),
+                                    forward_outputs(cut, check_input))
     prediction = predict_shrunk_size(model, groups, plan, example_input)
     changed = [SpecGroup(g.root, g.channels, g.keep) for g in plan.groups if g.removed]
     spec = ArchSpec(
@@ -211,9 +216,24 @@ def shrink(
     return ShrinkResult(cut, spec, plan, groups, prediction, check.last_diff, refused)
 
 
+def _plain_copy(model: nn.Module) -> nn.Module:
+    """A copy to cut: without the masked-LayerNorm hooks of a finalised model (the plan decides them
+    again, and the tracer must see the LayerNorms themselves)."""
+    work = copy.deepcopy(model)
+    remove_masked_norms_(work)
+    return work
+
+
+def _outputs(model: nn.Module, example_input: Any, norms: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    """The model's outputs with the named LayerNorms normalising over their kept channels only."""
+    with masked_norms(model, norms):
+        return forward_outputs(model, example_input)
+
+
 @torch.no_grad()
 def _misread_groups(
-    model: nn.Module, groups: list[ChannelGroup], plan: RemovalPlan, check_input: Any, reference: list[torch.Tensor]
+    model: nn.Module, groups: list[ChannelGroup], plan: RemovalPlan, check_input: Any, reference: list[torch.Tensor],
+    norms: dict[str, torch.Tensor],
 ) -> dict[str, str]:
     """Groups whose dead channels are still read somewhere the groups do not say.
 
@@ -224,7 +244,7 @@ def _misread_groups(
     """
     scale = max([1.0] + [float(r.abs().max()) for r in reference if r.numel()])
     trial = zero_dead_channels_(copy.deepcopy(model), groups, plan, roles=("in",))
-    if _max_diff(reference, forward_outputs(trial, check_input)) <= TOLERANCE * scale:
+    if _max_diff(reference, _outputs(trial, check_input, norms)) <= TOLERANCE * scale:
         return {}
     misread: dict[str, str] = {}
     by_root = plan.by_root()
@@ -234,7 +254,7 @@ def _misread_groups(
             continue
         alone = RemovalPlan((decided,), plan.round_to)
         trial = zero_dead_channels_(copy.deepcopy(model), [group], alone, roles=("in",))
-        diff = _max_diff(reference, forward_outputs(trial, check_input))
+        diff = _max_diff(reference, _outputs(trial, check_input, norms))
         if diff > TOLERANCE * scale:
             misread[group.root] = (f"its pruned channels are read where the trace does not say (outputs change by "
                                    f"{diff:.3g}): an operation the dependency graph misreads")
@@ -272,8 +292,25 @@ class _Check:
         self.example_input = example_input
         self.reference = reference
         self.inexact = {g.root for g in groups if not g.exact}
+        self.with_norms = {g.root for g in groups if g.norms}
         self.scale = max([1.0] + [float(r.abs().max()) for r in reference or () if r.numel()])
         self.last_diff: float | None = None
+        #: The model with the plan's dead channels zeroed, uncut (set before cutting group by group):
+        #: the reference of a partial cut, where LayerNorms leave out the cut groups' channels only.
+        self.zeroed: nn.Module | None = None
+        self._partial: dict[frozenset[str], list[torch.Tensor]] = {}
+
+    def reference_for(self, cut: list[GroupPlan]) -> list[torch.Tensor] | None:
+        """The outputs a model with the groups ``cut`` removed must have."""
+        key = frozenset(g.root for g in cut if g.root in self.with_norms)
+        everything = frozenset(g.root for g in self.plan.groups if g.removed and g.root in self.with_norms)
+        if self.reference is None or key == everything or self.zeroed is None:
+            return self.reference
+        if key not in self._partial:
+            partial = self.plan.refusing({g.root: "" for g in self.plan.groups if g.root not in key})
+            self._partial[key] = _outputs(self.zeroed, self.example_input,
+                                          masked_norm_channels(self.zeroed, self.groups, partial))
+        return self._partial[key]
 
     def problem(self, model: nn.Module, cut: list[GroupPlan]) -> str | None:
         """None when ``model`` has the shapes planned for ``cut``, runs, and (for exact removals) equals
@@ -285,9 +322,10 @@ class _Check:
             outputs = forward_outputs(model, self.example_input)
         except Exception as exc:  # noqa: BLE001 - the shrunk model fails: that is the finding
             return f"the shrunk model fails: {_first_line(exc)}"
-        if self.reference is None:
+        reference = self.reference_for(cut)
+        if reference is None:
             return None
-        diff = _max_diff(self.reference, outputs)
+        diff = _max_diff(reference, outputs)
         if diff == float("inf"):
             return "the shrunk model's outputs change shape"
         exact = not any(g.root in self.inexact for g in cut)

@@ -16,7 +16,6 @@ Example ``arch.json``::
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any

@@ -1,4 +1,4 @@
-"""Fixes for three torch-pruning behaviours, active only while secateurs traces or cuts a model.
+"""Fixes for torch-pruning's behaviours, active only while secateurs traces or cuts a model.
 
 Checked against torch-pruning 1.6.0 (:data:`CHECKED_VERSION`; a test fails on any other version so
 that the fixes are re-checked, and tests of the upstream behaviours fail once a release fixes them):
@@ -12,9 +12,17 @@ that the fixes are re-checked, and tests of the upstream behaviours fail once a 
    runs out (Swin, MaxViT): past a bound it raises :class:`IndexExplosionError`, and the group is
    reported as untraceable.
 
-The fixes replace module attributes of torch-pruning, so they are installed by :func:`patched` for
-the duration of a ``with`` block and the originals restored afterwards: importing secateurs, or
-using torch-pruning elsewhere in the same process, sees torch-pruning unchanged.
+4. ``index_mapping.update_split_index_mapping`` gives the ``i``-th consumer it found of a
+   ``torch.split`` the ``i``-th slice, whatever slice it reads: where the search meets the consumers
+   in another order (MixNet's mixed convolutions split a concatenation of two convolutions), the
+   channels of one slice are mapped onto the layer reading the other. Each consumer gets the slice
+   its autograd edge comes from instead (the ``input_nr`` of the edge to the split).
+5. ``DependencyGraph.get_pruning_group`` can take minutes on sliced and recombined channels
+   (ReXNet, DPN): the bounded group search of :mod:`secateurs.structured.tp_speedups`.
+
+The fixes replace module attributes and ``Group`` methods of torch-pruning, so they are installed by
+:func:`patched` for the duration of a ``with`` block and the originals restored afterwards: importing
+secateurs, or using torch-pruning elsewhere in the same process, sees torch-pruning unchanged.
 """
 
 from __future__ import annotations
@@ -22,6 +30,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+
+from secateurs.structured.tp_speedups import bounded_search_patches
 
 __all__ = ["CHECKED_VERSION", "IndexExplosionError", "MAX_INDICES_PER_GROUP", "MAX_MAPPED_INDICES", "patched"]
 
@@ -62,6 +72,35 @@ def _tolerant(update: Any) -> Any:
     return update_index_mapping
 
 
+def _split_output(split: Any, consumer: Any) -> int | None:
+    """Which output of the split node ``consumer`` reads, from its autograd edges (None: not one)."""
+    fn = getattr(consumer, "grad_fn", None)
+    found = {index for edge, index in getattr(fn, "next_functions", ()) if edge is not None and edge is split.grad_fn}
+    return found.pop() if len(found) == 1 else None
+
+
+def _split_by_output(update: Any, tp: Any) -> Any:
+    slice_mapping = tp.dependency.index_mapping._SplitIndexMapping
+
+    def update_split_index_mapping(graph: Any, node: Any) -> None:  # fix 4
+        update(graph, node)  # the channel-dimension checks and the offsets, as shipped
+        offsets = getattr(node.module, "offsets", None)
+        if node.type != tp.ops.OPTYPE.SPLIT or offsets is None or not node.enable_index_mapping:
+            return
+        for consumer in node.outputs:
+            k = _split_output(node, consumer)
+            if k is None or k + 1 >= len(offsets):
+                continue
+            for dep in node.dependencies:
+                if dep.target is consumer and isinstance(dep.index_mapping[0], slice_mapping):
+                    dep.index_mapping[0] = slice_mapping(offset=offsets[k:k + 2], reverse=False)
+            for dep in consumer.dependencies:
+                if dep.target is node and isinstance(dep.index_mapping[0], slice_mapping):
+                    dep.index_mapping[0] = slice_mapping(offset=offsets[k:k + 2], reverse=True)
+
+    return update_split_index_mapping
+
+
 def _bounded(call: Any) -> Any:
     def bounded_call(self: Any, idxs: Any) -> Any:  # fix 3
         size = len(idxs) * (1 if self.reverse else self._stride)
@@ -85,13 +124,23 @@ def patched(tp: Any) -> Iterator[None]:
         finally:
             _BUDGET.depth -= 1
         return
-    originals = (module.update_concat_index_mapping, module.update_reshape_index_mapping, flatten.__call__)
+    originals = (module.update_concat_index_mapping, module.update_reshape_index_mapping, flatten.__call__,
+                 module.update_split_index_mapping)
+    group_class = tp.dependency.group.Group
+    search = bounded_search_patches(tp)  # fix 5
+    shipped = {name: group_class.__dict__[name] for name in search}
     module.update_concat_index_mapping = _tolerant(originals[0])
     module.update_reshape_index_mapping = _tolerant(originals[1])
     flatten.__call__ = _bounded(originals[2])
+    module.update_split_index_mapping = _split_by_output(originals[3], tp)
+    for name, method in search.items():
+        setattr(group_class, name, method)
     _BUDGET.depth, _BUDGET.used = 1, 0
     try:
         yield
     finally:
-        module.update_concat_index_mapping, module.update_reshape_index_mapping, flatten.__call__ = originals
+        (module.update_concat_index_mapping, module.update_reshape_index_mapping, flatten.__call__,
+         module.update_split_index_mapping) = originals
+        for name, method in shipped.items():
+            setattr(group_class, name, method)
         _BUDGET.depth = 0

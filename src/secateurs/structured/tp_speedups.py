@@ -8,27 +8,28 @@ subset of the same indices, and the search grows combinatorially: one ReXNet gro
 a million items and took minutes on one CPU thread.
 
 Index mappings act on each index on its own (an offset, a filter, a stride), so following an index
-through a node a second time can only reach what the first time reached. :func:`install_bounded_search`
+through a node a second time can only reach what the first time reached. :func:`bounded_search_patches`
 makes the search remember, per ``(node, pruning function)``, the indices already followed, and
 follow only the new ones: the group's items cover the same indices (torch-pruning merges each
 node's items afterwards), and the work is linear in the number of (node, index) pairs.
 The merge of the items found into one item per node, quadratic as shipped, gets a table too.
-Installed once per process; idempotent.
+:func:`bounded_search_patches` only builds the replacement methods; :func:`secateurs.structured.tp_compat.patched`
+installs them for the duration of a ``with`` block, so torch-pruning used elsewhere in the process
+runs as shipped.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["install_bounded_search"]
+__all__ = ["bounded_search_patches"]
 
 
-def install_bounded_search(tp: Any) -> None:
-    """Make ``Group.add_dep`` record the indices followed per node, and ``Group.has_pruning_op``
-    drop the ones already followed (answering True when none is new)."""
+def bounded_search_patches(tp: Any) -> dict[str, Any]:
+    """Replacements for methods of torch-pruning's ``Group`` (name -> function): ``add_dep`` records
+    the indices followed per node, ``has_pruning_op`` drops the ones already followed (answering True
+    when none is new), ``add_and_merge`` merges through a table. They wrap the methods as they are now."""
     group_class = tp.dependency.group.Group
-    if getattr(group_class, "_secateurs_bounded", False):
-        return
     add_dep = group_class.add_dep
 
     def followed(group: Any, dep: Any) -> set:
@@ -74,9 +75,5 @@ def install_bounded_search(tp: Any) -> None:
                 item.idxs.append(index)
                 seen.add(index.idx)
 
-    group_class._secateurs_originals = {"add_dep": add_dep, "has_pruning_op": group_class.has_pruning_op,
-                                        "add_and_merge": group_class.add_and_merge}
-    group_class.add_dep = add_dep_recording
-    group_class.has_pruning_op = has_pruning_op_followed
-    group_class.add_and_merge = add_and_merge_indexed
-    group_class._secateurs_bounded = True
+    return {"add_dep": add_dep_recording, "has_pruning_op": has_pruning_op_followed,
+            "add_and_merge": add_and_merge_indexed}
