@@ -17,6 +17,7 @@ file (re-running skips finished models, so the sweep can be run in pieces with `
 
     python benchmarks/structured/timm_coverage.py --families   # writes results/timm_families.json
     python benchmarks/structured/timm_coverage.py --limit 10   # the next 10 families
+    python benchmarks/structured/timm_coverage.py --minutes 20 # as many as start within 20 minutes
     python benchmarks/structured/timm_coverage.py --table      # markdown for docs/results.md
 """
 
@@ -81,7 +82,7 @@ def _ours(model, x) -> dict:
     import torch
 
     from secateurs.metrics import count_macs, count_params
-    from secateurs.structured import coupled_channel_groups, group_filter_masks, shrink, zero_dead_channels_
+    from secateurs.structured import coupled_channel_groups, group_filter_masks, reference_model, shrink
 
     start = time.perf_counter()
     groups = coupled_channel_groups(model, x[:1])
@@ -98,7 +99,7 @@ def _ours(model, x) -> dict:
         for pname, entry in masks.items():
             model.get_parameter(pname).mul_(entry.full())
     result = shrink(model, masks, x[:1], groups=groups)
-    reference = zero_dead_channels_(copy.deepcopy(model), result.groups, result.plan)
+    reference = reference_model(model, result.groups, result.plan)  # dead channels zeroed, LayerNorms masked
     with torch.no_grad():
         expected, got = reference.eval()(x), result.model.eval()(x)
     diff = float((got - expected).abs().max()) / max(1.0, float(expected.abs().max()))
@@ -171,13 +172,19 @@ def _child(family: str, name: str, memory_gb: float) -> None:
     sys.stdout.flush()
 
 
-def sweep(limit: int | None, timeout: float, memory_gb: float, only: list[str] | None) -> None:
+def sweep(limit: int | None, timeout: float, memory_gb: float, only: list[str] | None,
+          minutes: float | None = None) -> None:
+    """Measure the families not measured yet (or ``only`` these), appending to the results file;
+    no new model starts after ``minutes`` (pieces that fit a turn at the benchmark lock)."""
+    started = time.monotonic()
     families = json.loads(FAMILIES.read_text())
     done = set()
     if ROWS.exists():
         done = {json.loads(line)["family"] for line in ROWS.read_text().splitlines() if line.strip()}
     todo = [(f, v["model"]) for f, v in families.items() if (only and f in only) or (not only and f not in done)]
     for family, name in todo[:limit]:
+        if minutes is not None and time.monotonic() - started > minutes * 60:
+            break
         try:
             proc = subprocess.run([sys.executable, __file__, "--one", family, name, "--memory-gb", str(memory_gb)],
                                   capture_output=True, text=True, timeout=timeout, check=False)
@@ -224,7 +231,8 @@ def main() -> None:
     parser.add_argument("--families", action="store_true", help=f"find each family's smallest model ({FAMILIES})")
     parser.add_argument("--limit", type=int, default=None, help="at most this many families in this piece")
     parser.add_argument("--only", nargs="*", help="(re)run these families")
-    parser.add_argument("--timeout", type=float, default=600, help="seconds per model")
+    parser.add_argument("--timeout", type=float, default=300, help="seconds per model")
+    parser.add_argument("--minutes", type=float, default=None, help="start no new model after this many minutes")
     parser.add_argument("--memory-gb", type=float, default=8, help="address-space limit per model")
     parser.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--table", action="store_true", help="print the markdown table and exit")
@@ -237,7 +245,7 @@ def main() -> None:
     elif args.table:
         sys.stdout.write(table() + "\n")
     else:
-        sweep(args.limit, args.timeout, args.memory_gb, args.only)
+        sweep(args.limit, args.timeout, args.memory_gb, args.only, args.minutes)
 
 
 if __name__ == "__main__":

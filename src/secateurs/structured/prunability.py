@@ -26,7 +26,9 @@ __all__ = ["prunability_report", "render_prunability"]
 def _status(group: ChannelGroup) -> str:
     if not group.removable:
         return f"masking only: {group.blocker}"
-    return "removable" if group.exact else "removable (approximate: normalised across channels)"
+    if not group.exact:
+        return "removable (approximate: normalised across channels)"
+    return f"removable (LayerNorms masked: {len(group.norms)})" if group.norms else "removable"
 
 
 def prunability_report(
