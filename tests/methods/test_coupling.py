@@ -265,3 +265,56 @@ def test_a_deep_copy_draws_its_own_shared_mask_per_pass(batches):
     handle.remove()
     for stem, c2 in seen:
         assert torch.equal(stem.flatten(1).abs().sum(1) == 0, c2.flatten(1).abs().sum(1) == 0)
+
+
+class MixedDepthwiseConv(nn.Module):
+    """Input split at fixed sizes (kept in ``splits``, as timm's MixedConv2d) into a depthwise 3x3
+    and a depthwise 5x5 convolution, concatenated."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dw3 = nn.Conv2d(4, 4, 3, padding=1, groups=4, bias=False)
+        self.dw5 = nn.Conv2d(6, 6, 5, padding=2, groups=6, bias=False)
+        self.splits = [4, 6]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = torch.split(x, self.splits, 1)
+        return torch.cat([self.dw3(a), self.dw5(b)], 1)
+
+
+class MixedDepthwise(nn.Module):
+    """stem -> mixed depthwise -> pointwise -> fc: the stem's channels are produced again by two
+    depthwise parts, each holding some of them (MixNet)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.bn0 = nn.Conv2d(3, 10, 3, padding=1, bias=False), nn.BatchNorm2d(10)
+        self.mixed, self.bn1 = MixedDepthwiseConv(), nn.BatchNorm2d(10)
+        self.pw = nn.Conv2d(10, 6, 1)
+        self.fc = nn.Linear(6, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn1(self.mixed(torch.relu(self.bn0(self.stem(x))))))
+        return self.fc(torch.relu(self.pw(y)).mean((2, 3)))
+
+
+@pytest.mark.parametrize("name", ["magnitude", "gibbs"])
+def test_the_parts_of_a_mixed_convolution_share_their_group_mask(name, batches):
+    torch.manual_seed(0)
+    net = MixedDepthwise()
+    method = build_method(name, **{**METHOD_KWARGS.get(name, {}), "sparsity": SPARSITY, "granularity": "filter"})
+    run(method, net, batches, EPOCHS, pretrained=True, targets=select_targets(net, include_first=True),
+        channel_groups=groups_of(net))
+    # torch-pruning roots the stem's channels at the two parts: the stem's rows go to both groups
+    assert {"mixed.dw3.weight", "mixed.dw5.weight"} <= set(method.shared_groups)
+    x = torch.randn(4, 3, 8, 8)
+    net.eval()
+    with torch.no_grad():
+        masked = net(x)
+    masks = method.finalize()
+    result = shrink(net, masks, x[:1])
+    assert result.plan.masked_channels == 0 and result.model.stem.out_channels == 5
+    mixed = result.model.mixed
+    assert mixed.splits == [mixed.dw3.in_channels, mixed.dw5.in_channels] and sum(mixed.splits) == 5
+    with torch.no_grad():
+        torch.testing.assert_close(result.model(x), masked, rtol=0, atol=1e-5)

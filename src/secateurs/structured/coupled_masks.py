@@ -83,7 +83,8 @@ class SharedGroup:
         units: Number of units (channels / chunks).
         chunks: Channels per unit.
         members: Every tensor dimension that carries the channels (producers first).
-        width: Columns of the group weight (weight elements per unit over all producers).
+        width: Columns of the group weight (weight elements per unit over all producers; a producer
+            holding only some units, as the parts of a mixed convolution, counts for every unit).
     """
 
     name: str
@@ -109,18 +110,35 @@ class SharedGroup:
         positions = torch.nonzero(unit >= 0).flatten()
         return positions[torch.argsort(key[positions])]
 
-    def group_weight(self, tensors: Callable[[str], Tensor], rows: Sequence[Tensor] | None = None) -> Tensor:
-        """``(units, width)``: each producer's filters of unit ``u`` flattened into row ``u``.
+    def held_units(self, member: SharedMember) -> Tensor | None:
+        """For a producer holding only some units (one of a mixed convolution's parts), the unit of
+        each of its :meth:`rows`; None for a producer holding every unit."""
+        unit = torch.tensor(member.unit_of, dtype=torch.long)
+        if int((unit >= 0).sum()) == self.units * self.chunks:
+            return None
+        return unit[self.rows(member)]
+
+    def group_weight(self, tensors: Callable[[str], Tensor], rows: Sequence[Tensor] | None = None,
+                     held: Sequence[Tensor | None] | None = None) -> Tensor:
+        """``(units, width)``: each producer's filters of unit ``u`` flattened into row ``u`` (zeros
+        where a producer does not hold the unit).
 
         Args:
             tensors: Maps a parameter name to its current (original, unmasked) tensor.
             rows: :meth:`rows` of every producer, already on the weights' device (computed if not given).
+            held: :meth:`held_units` of every producer, on the weights' device (computed if not given).
         """
         parts = []
         for i, member in enumerate(self.producers):
             weight = tensors(member.param)
             index = rows[i] if rows is not None else self.rows(member).to(weight.device)
-            parts.append(weight.index_select(0, index).reshape(self.units, -1))
+            units = held[i] if held is not None else self.held_units(member)
+            part = weight.index_select(0, index)
+            if units is None:
+                parts.append(part.reshape(self.units, -1))
+            else:
+                full = part.new_zeros(self.units, part[0].numel())
+                parts.append(full.index_copy(0, units.to(weight.device), part.reshape(len(index), -1)))
         return torch.cat(parts, dim=1)
 
 
@@ -144,14 +162,20 @@ def plan_shared_groups(groups: Sequence[ChannelGroup], targets: Sequence[Target]
     """
     target_names = {t.name for t in targets}
     shared_groups: list[SharedGroup] = []
-    producers: set[str] = set()
+    # Filter rows already given to a group, per filter bank: a bank may produce the channels of
+    # several groups (a stem split into the parts of a mixed convolution), at different rows.
+    taken: dict[str, set[int]] = {}
     for group in groups:
         shared = _shared_group(group, target_names, shapes)
-        if shared is None or producers & {m.param for m in shared.producers}:
+        if shared is None:
             continue
-        producers |= {m.param for m in shared.producers}
+        rows = {m.param: {i for i, u in enumerate(m.unit_of) if u >= 0} for m in shared.producers}
+        if any(taken.get(param, set()) & positions for param, positions in rows.items()):
+            continue
+        for param, positions in rows.items():
+            taken.setdefault(param, set()).update(positions)
         shared_groups.append(shared)
-    return shared_groups, [t for t in targets if t.name not in producers]
+    return shared_groups, [t for t in targets if t.name not in taken]
 
 
 def _shared_group(group: ChannelGroup, targets: set[str], shapes: dict[str, torch.Size]) -> SharedGroup | None:
@@ -163,6 +187,7 @@ def _shared_group(group: ChannelGroup, targets: set[str], shapes: dict[str, torc
     units = group.channels // group.chunks
     members: list[SharedMember] = []
     width = 0
+    covered: set[int] = set()
     for member in (*producers, *(m for m in group.members if m.role == "out" and not m.producer)):
         if member.param not in shapes:
             return None
@@ -175,14 +200,20 @@ def _shared_group(group: ChannelGroup, targets: set[str], shapes: dict[str, torc
             channel_of[position] = channel
         columns = None
         if member.producer:
-            if sorted(c for c in channel_of if c >= 0) != list(range(group.channels)):
-                return None  # a producer must hold every channel exactly once
+            held = [c for c in channel_of if c >= 0]
+            # A producer holds each channel once: all of them, or (a part of a mixed convolution,
+            # without chunks) some of them, the others' producers holding the rest.
+            if len(held) != len(set(held)) or (len(held) != group.channels and group.chunks != 1):
+                return None
+            covered.update(held)
             per_row = shapes[member.param].numel() // size * group.chunks
             columns = (width, width + per_row)
             width += per_row
         members.append(SharedMember(member.param, member.dim,
                                   tuple(c % units if c >= 0 else -1 for c in channel_of),
                                   tuple(c // units if c >= 0 else 0 for c in channel_of), columns))
+    if len(covered) != group.channels:
+        return None  # a channel no filter bank produces cannot be pruned by the group's mask
     root = f"{group.root}.weight" if group.root else "weight"
     if root not in {m.param for m in members if m.columns is not None}:
         root = members[0].param

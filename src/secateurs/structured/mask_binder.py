@@ -87,11 +87,13 @@ class MaskBinder:
         install_masked_norms_(model, dict.fromkeys(_masked_norm_names(model, shared_groups)))
 
     def _bind_shared_group(self, model: nn.Module, group: SharedGroup, make: MakeMask, device: torch.device) -> None:
+        shared_params = {m.param for g, _ in self.shared_groups.values() for m in g.producers}
         rows = [group.rows(member).to(device) for member in group.producers]  # once, not at every step
+        held = [None if (u := group.held_units(member)) is None else u.to(device) for member in group.producers]
         root = group.producers[0].param
 
         def group_weight() -> Tensor:
-            return group.group_weight(lambda name: original_tensor(model, name), rows)
+            return group.group_weight(lambda name: original_tensor(model, name), rows, held)
 
         mask = make(group.target, group_weight()).to(device)
         shared = SharedGate(mask, group_weight, stand_in=lambda: original_tensor(model, root))
@@ -99,8 +101,9 @@ class MaskBinder:
             shape = original_tensor(model, member.param).shape
             follower = SharedGateMask(shared, member, shape, units=group.units, chunks=group.chunks,
                                          owner=member.param == group.name)
-            # A norm after a concatenation follows several groups: their masks chain on its tensors.
-            attach_(model, member.param, follower.to(device), chain=member.columns is None)
+            # A norm after a concatenation follows several groups, and a filter bank may produce the
+            # channels of several (at different rows): their masks chain on its tensors.
+            attach_(model, member.param, follower.to(device), chain=member.columns is None or member.param in shared_params)
         self.parametrizations[group.name] = mask
         self.shared_groups[group.name] = (group, shared)
 
@@ -143,8 +146,9 @@ class MaskBinder:
             if group is None:
                 masks[name] = unit
                 continue
-            for member in group[0].producers:
-                masks[member.param] = member.spread(unit.to(torch.bool))
+            for member in group[0].producers:  # rows outside the group spread as True
+                spread = member.spread(unit.to(torch.bool))
+                masks[member.param] = spread & masks[member.param] if member.param in masks else spread
         return MaskSet.from_masks(masks, granularity, {t.name: t.shape for t in targets})
 
     def squash(self) -> None:
