@@ -54,7 +54,12 @@ def test_singularity_prune_shrinks_to_the_masked_model(dense, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "as predicted: yes" in text
     shrunk = json.loads((tmp_path / "small" / "report.json").read_text())
-    assert shrunk["max_abs_diff_vs_run"] < 1e-4 and shrunk["channels_masked"] == 0
+    # by default (round_to 8) the widths are rounded up, the channels given back stay zero
+    assert shrunk["max_abs_diff_vs_run"] < 1e-4 and shrunk["round_to"] == 8
+    assert all(g["kept"] % 8 == 0 or g["kept"] == g["channels"] for g in shrunk["groups"])
+    assert main(["shrink", str(run), "--round-to", "1", "--out", str(tmp_path / "exact")]) == 0
+    exact = json.loads((tmp_path / "exact" / "report.json").read_text())
+    assert exact["max_abs_diff_vs_run"] < 1e-4 and exact["channels_masked"] == 0
 
 
 @pytest.mark.parametrize("argv", [

@@ -50,6 +50,11 @@ class Allocator(ABC):
         start = time.perf_counter()
         before = problem.evaluations
         allocation = self.solve(problem)
+        # What the method gets is what was measured: the rounded counts (filter runs with round_to).
+        if problem.round_to > 1:
+            allocation.sparsities = problem.exact(allocation.sparsities)
+            if allocation.units is not None:
+                allocation.units = problem.rounded_units(allocation.units)
         allocation.search.setdefault("evaluations", problem.evaluations - before)
         allocation.search.setdefault("seconds", round(time.perf_counter() - start, 3))
         allocation.search.setdefault("allocator", self.registry_name)

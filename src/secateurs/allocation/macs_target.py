@@ -12,7 +12,9 @@ miss the target, so MACs targets need a per-tensor or per-group scope.
 Filter pruning on coupled channel groups is different: removing a channel also removes the input
 weights that read it, so the shrunk model's MACs (``macs_shrunk`` in ``report.json``) fall roughly
 with the square of the density. :func:`sparsity_for_shrunk_macs` finds the per-group sparsity that
-leaves the target fraction of those, by bisection over the predicted shrunk size.
+leaves the target fraction of those, by bisection over the predicted shrunk size. With ``round_to``
+it predicts the size ``shrink --round-to`` delivers (kept channel counts rounded up to multiples,
+the channels given back staying zero), so the target still holds after rounding.
 """
 
 from __future__ import annotations
@@ -77,13 +79,15 @@ def sparsity_for_macs(split: MacsSplit, fraction: float, *, scope: str = "tensor
 
 
 def sparsity_for_shrunk_macs(model: nn.Module, targets: Sequence[Target], example: Tensor, fraction: float, *,
-                             scope: str = "tensor", model_name: str = "the model", tolerance: float = 1e-3) -> float:
+                             scope: str = "tensor", model_name: str = "the model", tolerance: float = 1e-3,
+                             round_to: int = 1) -> float:
     """The per-group filter sparsity whose shrunk model keeps ``fraction`` of the dense MACs.
 
     At a per-tensor or per-group scope every method keeps ``keep_count(units, s)`` units of each tied
     channel group and of each filter bank pruned on its own, and those counts (not which channels)
     fix the shrunk size; so the size is predicted from masks that keep the first units. Returns the
-    smallest sparsity on the bisection grid that reaches the target (at most the target).
+    smallest sparsity on the bisection grid that reaches the target (at most the target), counting
+    the channels that ``shrink(..., round_to=round_to)`` gives back to round each group's width up.
 
     Raises:
         UsageError: the target cannot be met (the layers that cannot shrink cost more), or the scope
@@ -101,13 +105,14 @@ def sparsity_for_shrunk_macs(model: nn.Module, targets: Sequence[Target], exampl
             keep = torch.arange(group.units) < keep_count(group.units, sparsity)
             masks.update({member.param: member.spread(keep) for member in group.producers})
         mask_set = MaskSet.from_masks(masks, Filter(), {name: shapes[name] for name in masks})
-        size = predict_from_masks(model, mask_set, example, groups=groups)
+        size = predict_from_masks(model, mask_set, example, groups=groups, round_to=round_to)
         return size.macs_after / size.macs_before
 
     low, high = 0.0, 0.99
     if shrunk_fraction(high) > fraction:
-        raise UsageError(f"{fraction:.0%} of the dense MACs cannot be met by removing channels of {model_name}: "
-                         f"even 99 % filter sparsity leaves {shrunk_fraction(high):.1%}")
+        rounding = f" with channel counts rounded to multiples of {round_to}" if round_to > 1 else ""
+        raise UsageError(f"{fraction:.0%} of the dense MACs cannot be met by removing channels of {model_name}"
+                         f"{rounding}: even 99 % filter sparsity leaves {shrunk_fraction(high):.1%}")
     while high - low > tolerance:
         middle = 0.5 * (low + high)
         if shrunk_fraction(middle) > fraction:

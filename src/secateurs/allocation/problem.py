@@ -5,11 +5,18 @@ with channel groups, a shared group named after its root weight (:mod:`secateurs
 An allocation maps keys to sparsities; :class:`AllocationProblem` turns one into masks (magnitude
 inside each key), into a :class:`~secateurs.budget.Subject` to measure, and checks it against the
 constraints: the budgets, or, without budgets, the overall sparsity of the pruned weights.
+
+Filter runs round each key's kept count up to a multiple of ``round_to`` (or the dense width):
+channel counts such as 31 or 255 run slower than 32 or 256 although they cost fewer MACs. The
+rounding happens here, where the masks are chosen, so every allocator searches over rounded counts,
+the constraints are measured on them, and the method's masks already have the widths the shrunk
+model gets (masked and shrunk outputs stay equal, and ``shrink`` has nothing to give back).
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,11 +28,13 @@ from secateurs.budget import Budget, BudgetResult, Subject, dense_costs, measure
 from secateurs.budget.costs import UserCost, resolve_cost
 from secateurs.core.granularity import Filter, Granularity
 from secateurs.core.masks import MaskSet
-from secateurs.core.selection import keep_count, topk_mask
+from secateurs.core.selection import keep_count, rounded_keep, topk_mask
 from secateurs.core.targets import Target
 from secateurs.errors import UsageError
 
 __all__ = ["AllocationKey", "AllocationProblem", "build_keys"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -88,13 +97,15 @@ class AllocationProblem:
         run_dir: Where a search may checkpoint; None for no checkpoint.
         seed: Seed of the allocator's randomness.
         calibration: Training images for allocators that analyse the model (``needs_calibration``).
+        round_to: Filter granularity: kept counts are rounded up to multiples of this (or the key's
+            width); 1 keeps exact counts. Other granularities ignore it.
     """
 
     def __init__(self, model: nn.Module, targets: Sequence[Target], granularity: Granularity,
                  example_input: Tensor, *, groups: Sequence[Any] | None = None, budgets: Sequence[Budget] = (),
                  sparsity: float | None = None, reward: Callable[..., float] | None = None,
                  options: Mapping[str, Any] | None = None, run_dir: Any = None, seed: int = 0,
-                 show_progress: bool = False, calibration: Tensor | None = None) -> None:
+                 show_progress: bool = False, calibration: Tensor | None = None, round_to: int = 1) -> None:
         self.model = model
         self.targets = list(targets)
         self.granularity = granularity
@@ -108,6 +119,11 @@ class AllocationProblem:
         self.seed = seed
         self.show_progress = show_progress
         self.calibration = calibration
+        if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
+            raise UsageError(f"round_to must be a positive integer, got {round_to!r}")
+        self.round_to = round_to if isinstance(granularity, Filter) else 1
+        #: The multiple asked for when :meth:`check_meetable` had to drop rounding, else None.
+        self.rounding_dropped: int | None = None
         if not self.budgets and sparsity is None:
             raise UsageError("an allocation needs a sparsity or at least one budget")
         self.keys = build_keys(model, self.targets, granularity, self.groups)
@@ -162,13 +178,36 @@ class AllocationProblem:
         return self._scores[key].clone()
 
     def keep_counts(self, sparsities: Mapping[str, float]) -> dict[str, int]:
-        """Units kept per key, never fewer than one."""
-        return {k.name: max(1, keep_count(k.units, float(sparsities[k.name]))) for k in self.keys}
+        """Units kept per key, never fewer than one, rounded up to multiples of ``round_to``."""
+        return {k.name: rounded_keep(keep_count(k.units, float(sparsities[k.name])), k.units, self.round_to)
+                for k in self.keys}
+
+    def exact(self, sparsities: Mapping[str, float]) -> dict[str, float]:
+        """The sparsities of the counts actually kept (rounding included): a method given these keeps
+        exactly :meth:`keep_counts` units of each key (``keep_count(n, 1 - k / n) == k``)."""
+        counts = self.keep_counts(sparsities)
+        return {k.name: 1.0 - counts[k.name] / k.units for k in self.keys}
 
     def unit_masks(self, sparsities: Mapping[str, float]) -> dict[str, Tensor]:
         """Boolean unit masks per key: the largest-magnitude units at each key's keep count."""
         counts = self.keep_counts(sparsities)
         return {k.name: topk_mask(self._scores[k.name], counts[k.name]) for k in self.keys}
+
+    def rounded_units(self, units: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Unit masks chosen unit by unit (a search), each topped up with its key's largest-magnitude
+        dropped units until its count is rounded (:meth:`keep_counts`); unchanged when ``round_to`` is 1."""
+        if self.round_to == 1:
+            return dict(units)
+        out = {}
+        for key in self.keys:
+            unit = units[key.name].to(torch.bool).cpu()
+            want = rounded_keep(int(unit.sum()), key.units, self.round_to)
+            if want > int(unit.sum()):
+                scores = self._scores[key.name].clone()
+                scores[unit] = float("inf")  # the chosen units stay; the best of the others join them
+                unit = topk_mask(scores, want)
+            out[key.name] = unit
+        return out
 
     def masks_from_units(self, units: Mapping[str, Tensor]) -> MaskSet:
         """The MaskSet over the target weights for unit masks per key (shared groups spread onto producers)."""
@@ -211,12 +250,12 @@ class AllocationProblem:
         model = self.model
         if self._user_cost and units is not None:
             model = self.apply_(copy.deepcopy(self.model), units)
-        return Subject(model, masks, self.example_input, groups=self.groups)
+        return Subject(model, masks, self.example_input, groups=self.groups, round_to=self.round_to)
 
     def measure(self, sparsities: Mapping[str, float] | None = None, *,
                 units: Mapping[str, Tensor] | None = None) -> list[BudgetResult]:
         """Measure the budgets of an allocation (given as sparsities or as unit masks)."""
-        units = dict(units) if units is not None else self.unit_masks(sparsities or {})
+        units = self.rounded_units(units) if units is not None else self.unit_masks(sparsities or {})
         return measure_budgets(self.budgets, self.subject(self.masks_from_units(units), units), dense=self.dense)
 
     def density(self, sparsities: Mapping[str, float]) -> float:
@@ -234,6 +273,7 @@ class AllocationProblem:
         """``(achieved, limit)`` per constraint, both in percent of the dense model."""
         if not self.budgets:
             if units is not None:
+                units = self.rounded_units(units)
                 kept = {k.name: int(units[k.name].sum()) for k in self.keys}
                 total = sum(k.units * k.unit_size for k in self.keys)
                 density = sum(kept[k.name] * k.unit_size for k in self.keys) / total
@@ -249,17 +289,31 @@ class AllocationProblem:
         return all(a <= lim * self.margin + 1e-9 for a, lim in self.usage(sparsities, units=units))
 
     def min_keep(self) -> dict[str, float]:
-        """The allocation that keeps one unit per key (the tightest any method can deliver)."""
+        """The allocation that keeps one unit per key (the tightest any method can deliver; with
+        ``round_to`` the count rounds up to one multiple)."""
         return {k.name: k.max_sparsity for k in self.keys}
 
     def check_meetable(self) -> None:
-        """UsageError (before training) when the budgets cannot be met even at the minimum keep."""
+        """UsageError (before training) when the budgets cannot be met even at the minimum keep.
+
+        When they can be met with exact counts but not with rounded ones (a small model: LeNet-5's 16
+        channels round to 8 or 16), rounding is dropped (``round_to`` becomes 1, ``rounding_dropped``
+        the multiple that was asked for): a width that runs faster is not worth a missed budget.
+        """
         if not self.budgets:
             return
+        if self.round_to > 1 and not all(r.met for r in self.measure(self.min_keep())):
+            asked, self.round_to = self.round_to, 1
+            if all(r.met for r in self.measure(self.min_keep())):
+                log.warning("the budgets cannot be met with channel counts rounded to multiples of %d; "
+                            "the run keeps exact counts (round_to 1)", asked)
+                self.rounding_dropped = asked
+                return
         for result in self.measure(self.min_keep()):
             if not result.met:
+                kept = "one unit" if self.round_to == 1 else f"{self.round_to} channels (round_to)"
                 raise UsageError(
-                    f"budget {result.name} cannot be met: even keeping one unit per "
+                    f"budget {result.name} cannot be met: even keeping {kept} per "
                     f"{'channel group' if self.groups else 'layer'} leaves {result.achieved:.6g} "
                     f"(limit {result.limit:.6g}, dense {result.dense:.6g})")
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from secateurs.allocation import MacsSplit, measure_macs_split as _measure, sparsity_for_shrunk_macs as _shrunk
+from secateurs.allocation import MacsSplit
+from secateurs.allocation import measure_macs_split as _measure
+from secateurs.allocation import sparsity_for_shrunk_macs as _shrunk
 from secateurs.data import build_data
+from secateurs.errors import UsageError
 from secateurs.experiment.config import RunConfig
 from secateurs.models import build_model
 
@@ -28,8 +31,17 @@ def measure_macs_split(config: RunConfig) -> MacsSplit:
     return _measure(model, config.select_targets(model), example)
 
 
-def sparsity_for_shrunk_macs(config: RunConfig, fraction: float) -> float:
-    """The per-group filter sparsity of ``config``'s model whose shrunk model keeps ``fraction`` of the dense MACs."""
+def sparsity_for_shrunk_macs(config: RunConfig, fraction: float) -> tuple[float, int]:
+    """The per-group filter sparsity of ``config``'s model whose shrunk model keeps ``fraction`` of the
+    dense MACs, and the ``round_to`` it holds with: the run's, or 1 (exact channel counts) when rounded
+    widths cannot get that low (small models)."""
     model, example = _fresh_model(config)
-    return _shrunk(model, config.select_targets(model), example, fraction,
-                   scope=config.method_config().scope, model_name=config.model)
+    targets = config.select_targets(model)
+    scope = config.method_config().scope
+    if config.round_to > 1:
+        try:
+            return _shrunk(model, targets, example, fraction, scope=scope, model_name=config.model,
+                           round_to=config.round_to), config.round_to
+        except UsageError:
+            pass  # exact counts may still reach it (the error below says so when they do not)
+    return _shrunk(model, targets, example, fraction, scope=scope, model_name=config.model), 1

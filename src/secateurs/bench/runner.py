@@ -140,7 +140,7 @@ class _Context:
     device: str | None
     data_dir: str | None
     macs_splits: dict[tuple[Any, ...], MacsSplit] = field(default_factory=dict)
-    shrunk_sparsity: dict[tuple[Any, ...], float] = field(default_factory=dict)
+    shrunk_sparsity: dict[tuple[Any, ...], tuple[float, int]] = field(default_factory=dict)
 
 
 class _Grid:
@@ -265,10 +265,13 @@ def _resolve(cell: Cell, ctx: _Context) -> RunConfig:
     if cell.target_kind == "macs" and config.couples_channels:
         assert cell.target_value is not None
         key = ("shrunk", config.model, config.data, config.include, config.exclude, config.method_config().scope,
-               cell.target_value)
+               cell.target_value, config.round_to)
         if key not in ctx.shrunk_sparsity:
             ctx.shrunk_sparsity[key] = sparsity_for_shrunk_macs(config, cell.target_value)
-        config = config.with_method_options(sparsity=ctx.shrunk_sparsity[key])
+        sparsity, round_to = ctx.shrunk_sparsity[key]
+        config = config.with_method_options(sparsity=sparsity)
+        if round_to != config.round_to:  # rounded widths cannot reach this target: exact counts
+            config = config.with_overrides(round_to=round_to)
     elif cell.target_kind == "macs":
         assert cell.target_value is not None
         key = (config.model, config.data, config.data_dir, config.include, config.exclude, config.limit_train)

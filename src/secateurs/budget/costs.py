@@ -47,14 +47,17 @@ class Subject:
         masks: The masks of the pruned weights (None for the dense model).
         example_input: One input of batch 1 (shape and device of the model's inputs).
         groups: The model's channel groups (filter masks), when already traced.
+        round_to: Filter masks: the shrunk channel counts are rounded up to multiples of this, as
+            ``shrink(..., round_to=...)`` delivers them.
     """
 
     def __init__(self, model: nn.Module, masks: MaskSet | None, example_input: torch.Tensor, *,
-                 groups: list[Any] | None = None) -> None:
+                 groups: list[Any] | None = None, round_to: int = 1) -> None:
         self.model = model
         self.masks = masks if masks is not None and len(masks) else None
         self.example_input = example_input
         self.groups = groups
+        self.round_to = round_to
 
     @property
     def filter(self) -> bool:
@@ -67,7 +70,8 @@ class Subject:
         from secateurs.structured import predict_from_masks
 
         assert self.masks is not None
-        return predict_from_masks(self.model, self.masks, self.example_input, groups=self.groups)
+        return predict_from_masks(self.model, self.masks, self.example_input, groups=self.groups,
+                                  round_to=self.round_to)
 
     @cached_property
     def dense_macs(self) -> Any:
@@ -83,7 +87,8 @@ class Subject:
         from secateurs.structured import shrink
 
         assert self.masks is not None
-        return shrink(self.model, self.masks, self.example_input, groups=self.groups, verify=False).model
+        return shrink(self.model, self.masks, self.example_input, groups=self.groups, verify=False,
+                      round_to=self.round_to).model
 
 
 class Cost(ABC):

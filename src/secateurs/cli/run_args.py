@@ -39,7 +39,7 @@ _TRAIN_FLAGS = {
 _TRAIN_SWITCHES = ("channels_last", "decay_bias_norm")
 _TOP_FLAGS = {
     "model": str, "data": str, "seed": int, "device": str, "data_dir": str, "val_fraction": float,
-    "limit_train": int, "limit_test": int,
+    "limit_train": int, "limit_test": int, "round_to": int,
 }
 _HELP = {
     "seed": "the one seed of the run: initialisation, data order and augmentation, the method's sampler "

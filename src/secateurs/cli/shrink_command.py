@@ -22,8 +22,9 @@ _REFUSALS_SHOWN = 5
 def _shrink_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="a finished run directory of `secateurs prune --granularity filter`")
     p.add_argument("--out", required=True, help="directory for arch.json, model.safetensors and report.json")
-    p.add_argument("--round-to", type=_positive, default=1, metavar="N",
-                   help="keep channel counts at multiples of N (e.g. 8); the extra channels stay zero")
+    p.add_argument("--round-to", type=_positive, default=None, metavar="N",
+                   help="keep channel counts at multiples of N (default: the run's round_to, 8 unless the run "
+                        "said otherwise; 1 keeps exact counts); channels given back stay zero")
     p.add_argument("--onnx", action="store_true", help="also export model.onnx and check it with onnxruntime")
     p.add_argument("--sparse-format", choices=["bitmask", "csr"], default=None,
                    help="also store the weights compressed (the only export of unstructured and N:M runs)")
@@ -82,7 +83,8 @@ def add_prunability_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=_positive, default=None, help="input side for --prunability MODEL")
     p.add_argument("--in-channels", type=_positive, default=3, help="input channels for --prunability MODEL")
     p.add_argument("--num-classes", type=_positive, default=10, help="classes for --prunability MODEL")
-    p.add_argument("--round-to", type=_positive, default=1, help="as in `shrink --round-to`")
+    p.add_argument("--round-to", type=_positive, default=None,
+                   help="as in `shrink --round-to` (default: a run's round_to; 1 for a model name)")
 
 
 def run_prunability(args: argparse.Namespace) -> int:

@@ -24,7 +24,7 @@ from torch import Tensor
 from secateurs.core.granularity import Granularity
 from secateurs.errors import UsageError
 
-__all__ = ["SCOPES", "keep_count", "select", "select_global", "select_per_group", "topk_mask"]
+__all__ = ["SCOPES", "keep_count", "rounded_keep", "select", "select_global", "select_per_group", "topk_mask"]
 
 SCOPES = ("tensor", "global", "group")
 
@@ -32,6 +32,16 @@ SCOPES = ("tensor", "global", "group")
 def keep_count(n: int, sparsity: float) -> int:
     """Number of units kept out of ``n`` at ``sparsity`` (the removed count is rounded)."""
     return n - int(round(sparsity * n))
+
+
+def rounded_keep(kept: int, n: int, multiple: int) -> int:
+    """``kept`` of ``n`` units rounded up to a multiple of ``multiple``: at least one multiple (never
+    zero), at most ``n`` (the dense width, which need not be a multiple). Channel counts that are
+    multiples of 8 or so run faster than odd ones (vectorised kernels work in blocks), so a shrunk
+    model is rounded up to them and a MACs target is solved with the rounded counts."""
+    if multiple < 1:
+        raise ValueError(f"multiple must be >= 1, got {multiple}")
+    return min(n, -(-max(1, kept) // multiple) * multiple)
 
 
 def _clean(scores: Tensor) -> Tensor:

@@ -115,7 +115,7 @@ def plan_allocation(config: RunConfig, model: nn.Module, data: Any, targets: lis
         # Check the budgets on the dense model first: an unmeetable one must fail before any training.
         AllocationProblem(model, targets, method_config.granularity,
                           torch.zeros(1, *data.input_shape, device=next(model.parameters()).device),
-                          groups=groups, budgets=config.budgets,
+                          groups=groups, budgets=config.budgets, round_to=config.round_to,
                           sparsity=None if config.budgets else method_config.sparsity).check_meetable()
         _warm_up(config, model, data, out, resume=resume, show_progress=show_progress)
         pretrained = True
@@ -131,7 +131,7 @@ def plan_allocation(config: RunConfig, model: nn.Module, data: Any, targets: lis
         sparsity=None if config.budgets else method_config.sparsity,
         reward=_reward(config, model, data) if cls.needs_reward else None,
         options=config.allocation_options, run_dir=out, seed=config.seed, show_progress=show_progress,
-        calibration=_calibration(config, data) if cls.needs_calibration else None,
+        calibration=_calibration(config, data) if cls.needs_calibration else None, round_to=config.round_to,
     )
     problem.check_meetable()
     if resume and saved.exists():
@@ -177,7 +177,7 @@ def _measure(planned: PlannedAllocation, model: nn.Module, masks: MaskSet) -> li
     from secateurs.budget.costs import resolve_cost
 
     problem = planned.problem
-    subject = Subject(model, masks, problem.example_input, groups=problem.groups)
+    subject = Subject(model, masks, problem.example_input, groups=problem.groups, round_to=problem.round_to)
     results = measure_budgets(problem.budgets, subject, dense=problem.dense)
     for i, (budget, result) in enumerate(zip(problem.budgets, results, strict=True)):
         cost = resolve_cost(budget.cost, budget.option_dict())

@@ -72,6 +72,10 @@ class RunConfig:
         allocation: allocator of per-layer / per-group sparsities (``secateurs list allocators``);
             default with budgets: the method's own (``crl`` for ``--method crl``) or ``uniform``.
         allocation_options: the allocator's settings (``episodes``, ``minutes``, ...).
+        round_to: filter runs: the shrunk model's channel counts are multiples of this (or the
+            dense width); an allocation (``--budget``) rounds kept counts when it chooses the masks,
+            so the budget holds after rounding, and ``secateurs shrink`` rounds up a plain
+            ``--sparsity`` run (the channels it gives back stay zero). 1 keeps exact counts.
     """
 
     model: str = field(metadata={"help": "model registry name (secateurs list models)"})
@@ -99,6 +103,9 @@ class RunConfig:
     allocation: str | None = field(default=None, metadata={"help": "per-layer allocator (secateurs list allocators)"})
     allocation_options: dict[str, Any] = field(default_factory=dict, metadata={
         "help": "the allocator's settings (episodes, minutes, ...)"})
+    round_to: int = field(default=8, metadata={
+        "help": "filter runs: shrunk channel counts are multiples of this (faster kernels); 1: exact counts",
+        "ge": 1})
     declared_options: frozenset[str] = field(default=frozenset(), compare=False, repr=False,
                                              metadata={"internal": True})
 

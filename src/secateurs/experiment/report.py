@@ -74,13 +74,13 @@ def build_report(
         "method_options": method_config.to_dict() if method_config else {},
         "layers": layers,
     }
-    report.update(_shrunk_size(model, masks, example_input, channel_groups))
+    report.update(_shrunk_size(model, masks, example_input, channel_groups, round_to=config.round_to))
     return report
 
 
 def _shrunk_size(model: nn.Module, masks: MaskSet | None, example_input: torch.Tensor,
-                 groups: list[ChannelGroup] | None) -> dict[str, Any]:
-    """For filter masks: what ``secateurs shrink`` will leave (effective MACs count only the zero
+                 groups: list[ChannelGroup] | None, *, round_to: int = 1) -> dict[str, Any]:
+    """For filter masks: what ``secateurs shrink`` (at the run's ``round_to``) will leave (effective MACs count only the zero
     filters, not the input channels of the next layer that removal also takes away).
 
     The shrink itself is run (and thrown away), so that groups it refuses (their removal would break
@@ -96,14 +96,14 @@ def _shrunk_size(model: nn.Module, masks: MaskSet | None, example_input: torch.T
     refused: dict[str, str] = {}
     try:
         if any(parametrize.is_parametrized(m) for m in model.modules()):
-            size = predict_from_masks(model, masks, example_input, groups=groups)
+            size = predict_from_masks(model, masks, example_input, groups=groups, round_to=round_to)
         else:
-            result = shrink(model, masks, example_input, groups=groups)
+            result = shrink(model, masks, example_input, groups=groups, round_to=round_to)
             size, refused = result.prediction, result.refused
     except SecateursError as exc:
         log.warning("no shrunk size in the report: %s", exc)
         return {}
-    out: dict[str, Any] = {"params_shrunk": size.params_after, "macs_shrunk": size.macs_after}
+    out: dict[str, Any] = {"params_shrunk": size.params_after, "macs_shrunk": size.macs_after, "round_to": round_to}
     if refused:
         out["shrink_refused_groups"] = sorted(refused)
     return out

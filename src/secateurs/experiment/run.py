@@ -138,6 +138,8 @@ def _execute(config: RunConfig, out: Path, *, resume: bool, show_progress: bool,
                                   show_progress=show_progress)
         if planned is not None:
             method.use_allocation(planned.allocation.sparsities, planned.allocation.units)
+            if planned.problem.rounding_dropped is not None:  # exact counts meet the budget, rounded ones do not
+                config = config.with_overrides(round_to=1)
     pretrained = bool(config.from_checkpoint) or bool(planned is not None and planned.pretrained)
     if method is not None:
         # Attached before the run directory exists (fit would attach it first thing): a budget the

@@ -112,16 +112,25 @@ def _sparse_export(loaded: LoadedRun, out: Path, layout: str, model: nn.Module |
     return {"file": SPARSE_FILE, "layout": layout, "round_trip_exact": exact, **written.to_dict()}
 
 
+def _run_round_to(run: Path, config: RunConfig) -> int:
+    """The ``round_to`` a run's shrunk size and budgets were computed with: its setting, or 1 for a
+    run written before the setting existed (its masks were chosen with exact counts)."""
+    return config.round_to if "round_to" in load_recipe(run / "config.yaml") else 1
+
+
 def shrink_run(
     run: str | Path,
     out: str | Path,
     *,
-    round_to: int = 1,
+    round_to: int | None = None,
     onnx: bool = False,
     sparse_format: str | None = None,
     approximate: bool = False,
 ) -> dict[str, Any]:
-    """Shrink (or, for non-filter runs, compress) a finished run into ``out``; return the report."""
+    """Shrink (or, for non-filter runs, compress) a finished run into ``out``; return the report.
+
+    ``round_to`` None takes the run's own setting (``RunConfig.round_to``), which its report's shrunk
+    size and its budgets were computed with."""
     from secateurs.structured import save_shrunk, shrink
     from secateurs.structured.shrink import forward_outputs
     from secateurs.utils.io import save_json
@@ -142,6 +151,7 @@ def shrink_run(
         save_json(report, out / "report.json")
         return report
     example = loaded.example_input
+    round_to = _run_round_to(run, loaded.config) if round_to is None else round_to
     result = shrink(loaded.model, loaded.masks, example, round_to=round_to, approximate=approximate,
                     model_info=loaded.model_info)
     _restore_masked_norms(loaded, result.groups)
@@ -180,7 +190,8 @@ def shrink_run(
 
 
 def prunability_of(
-    target: str, *, image_size: int | None = None, in_channels: int = 3, num_classes: int = 10, round_to: int = 1
+    target: str, *, image_size: int | None = None, in_channels: int = 3, num_classes: int = 10,
+    round_to: int | None = None,
 ) -> dict[str, Any]:
     """The prunability report of a zoo model name, or of a run directory (then with its masks)."""
     from secateurs.structured.prunability import prunability_report
@@ -189,7 +200,8 @@ def prunability_of(
     if path.is_dir():
         loaded = load_run(path)
         masks = loaded.masks if all(isinstance(e.granularity, Filter) for e in loaded.masks.values()) else None
-        return prunability_report(loaded.model, loaded.example_input, masks, round_to=round_to)
+        return prunability_report(loaded.model, loaded.example_input, masks,
+                                  round_to=_run_round_to(path, loaded.config) if round_to is None else round_to)
     size = image_size or (224 if target.startswith(("torchvision:", "timm:")) else 32)
     model = build_model(target, in_channels=in_channels, num_classes=num_classes, image_size=size).eval()
     return prunability_report(model, torch.randn(1, in_channels, size, size))

@@ -20,6 +20,7 @@ import torch
 
 from secateurs.core.granularity import Filter
 from secateurs.core.masks import MaskSet
+from secateurs.core.selection import rounded_keep
 from secateurs.errors import UsageError
 from secateurs.structured.groups import ChannelGroup
 
@@ -130,8 +131,7 @@ def _keep_for_shape(removed: torch.Tensor, chunks: int, round_to: int) -> torch.
     width = per_chunk.numel()
     step = math.lcm(round_to, chunks) // chunks  # kept-per-chunk must be a multiple of this
     kept = width - int(per_chunk.sum())
-    target = min(width, max(1, kept))
-    target = min(width, -(-target // step) * step)
+    target = rounded_keep(kept, width, step)
     for offset in torch.nonzero(per_chunk).flatten().tolist():
         if kept >= target:
             break

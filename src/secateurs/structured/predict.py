@@ -124,15 +124,17 @@ def predict_shrunk_size(
 
 
 def predict_from_masks(
-    model: nn.Module, masks: MaskSet, example_input: Any, *, groups: list[ChannelGroup] | None = None
+    model: nn.Module, masks: MaskSet, example_input: Any, *, groups: list[ChannelGroup] | None = None,
+    round_to: int = 1,
 ) -> SizePrediction:
-    """Parameters and MACs after ``secateurs shrink`` (default options) of a filter-masked model.
+    """Parameters and MACs after ``shrink(..., round_to=round_to)`` of a filter-masked model.
 
     Args:
         model: The model (masks baked in or not: only their shapes and the groups matter).
         masks: Filter-granularity masks.
         example_input: One input of the model (batch 1 gives per-image MACs).
         groups: The model's channel groups; traced from ``example_input`` when not given.
+        round_to: Channel counts rounded up to multiples of this, as ``shrink`` does.
 
     Raises:
         UsageError: If the model cannot be traced or a mask is not filter granularity.
@@ -142,7 +144,8 @@ def predict_from_masks(
 
         groups = coupled_channel_groups(model, example_input)
     shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
-    return predict_shrunk_size(model, groups, plan_removal(groups, masks, shapes=shapes), example_input)
+    return predict_shrunk_size(model, groups, plan_removal(groups, masks, shapes=shapes, round_to=round_to),
+                               example_input)
 
 
 def masked_norm_channels(
