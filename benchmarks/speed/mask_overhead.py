@@ -1,3 +1,4 @@
+# ruff: noqa: T201 - a benchmark script reports on stdout
 """Training-step time of the mask methods against the dense step, interleaved in one process.
 
 One step is what :func:`secateurs.train.fit` does per batch: set the learning rate, forward,

@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from secateurs.core.gumbel import gumbel_noise, hard_topk, hard_topk_mask, k_hot
+from secateurs.core.gumbel import gumbel_noise, hard_topk, hard_topk_mask, k_hot, relaxed_topk, straight_through_topk
 from secateurs.metrics.mask_information import inclusion_probabilities
 
 
@@ -47,3 +47,18 @@ def test_inclusion_probabilities_equal_the_sort_based_estimate():
     expected = k_hot(_stable_sort_topk(perturbed, 4), 30).reshape(25, 7, 30).mean(0)
     assert torch.equal(got, expected)
     assert torch.equal(inclusion_probabilities(logits, 4, 0.0), k_hot(_stable_sort_topk(logits, 4), 30))
+
+
+def test_straight_through_equals_hard_plus_soft_minus_detached_soft_in_value_and_gradient():
+    g = torch.Generator().manual_seed(5)
+    logits = torch.randn(9, 20, generator=g)
+    upstream = torch.randn(9, 20, generator=g)
+    idx = torch.topk(logits, 6, dim=1).indices
+    fast_in, plain_in = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    fast = straight_through_topk(fast_in, idx, 0.7)
+    soft = relaxed_topk(plain_in, idx, 0.7)
+    plain = k_hot(idx, 20) + (soft - soft.detach())
+    assert torch.equal(fast, plain)
+    (fast * upstream).sum().backward()
+    (plain * upstream).sum().backward()
+    assert torch.equal(fast_in.grad, plain_in.grad)

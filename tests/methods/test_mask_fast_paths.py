@@ -8,7 +8,7 @@ import torch
 from secateurs.core.granularity import Kernel, Unstructured
 from secateurs.core.gumbel import k_hot
 from secateurs.methods import Horizon, build_method
-from secateurs.methods._cs_gate import CSGate
+from secateurs.methods._cs_gate import CSGate, _ScaleGrad
 
 
 def _reference_topk(logits: torch.Tensor, k: int) -> torch.Tensor:
@@ -45,7 +45,7 @@ def test_dpp_fixed_stretch_trains_at_the_top_k_of_the_logits_with_identical_outp
         expected = mask.grouping.from_groups(_reference_topk(mask.logits, mask.k))
         assert torch.equal(sampled, expected)
     out = model(x)
-    for _, mask, weight in method.layers():
+    for _, mask, _ in method.layers():
         mask.train(False)
     assert torch.equal(out, model(x))  # the fixed training mask is the evaluation mask
 
@@ -85,3 +85,39 @@ def test_cs_gate_values_and_gradients_equal_the_where_formula(granularity, grad_
     assert torch.equal(weights[0].grad, weights[1].grad)
     a, b = gates[0].scores.grad, gates[1].scores.grad
     assert (a is None and b is None) or torch.equal(a, b)
+
+
+def _plain_soft_gate(gate: CSGate) -> torch.Tensor:
+    scores = gate.scores if gate.grad_scale == 1.0 else _ScaleGrad.apply(gate.scores, gate.grad_scale)
+    return torch.sigmoid(gate.beta * scores) * gate.scale
+
+
+@pytest.mark.parametrize("granularity", [Unstructured(), Kernel()])
+@pytest.mark.parametrize("grad_scale", [1.0, 0.1])
+def test_cs_penalty_reusing_the_forward_gate_has_the_gradient_of_a_recomputed_gate(granularity, grad_scale):
+    shape = torch.Size((5, 3, 3, 3))
+    g = torch.Generator().manual_seed(2)
+    start, upstream = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
+    scores = torch.randn(granularity.unit_shape(shape), generator=g)
+    grads = []
+    for reuse in (True, False):
+        gate = CSGate(granularity, shape, s0=0.0, lam=1e-3, grad_scale=grad_scale)
+        with torch.no_grad():
+            gate.scores.copy_(scores)
+            gate.beta.fill_(3.0)
+        weight = start.clone().requires_grad_()
+        out = gate(weight)
+        l1 = gate.l1() if reuse else _plain_soft_gate(gate).sum() * gate.unit_size
+        assert gate._step_gate is None or not reuse  # used once, then dropped
+        ((out * upstream).sum() + 0.37 * l1).backward()
+        grads.append((out.detach(), l1.detach(), weight.grad, gate.scores.grad))
+    for fast, plain in zip(*grads, strict=True):
+        assert torch.equal(fast, plain)
+
+
+def test_cs_penalty_recomputes_the_gate_when_the_state_changed_since_the_forward_pass():
+    gate = CSGate(Unstructured(), torch.Size((4, 6)), s0=0.0, lam=1e-3)
+    gate(torch.randn(4, 6))
+    with torch.no_grad():
+        gate.beta.fill_(9.0)  # the method pushed a new β after the forward pass
+    assert torch.equal(gate.l1(), _plain_soft_gate(gate).sum() * gate.unit_size)

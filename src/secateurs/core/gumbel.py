@@ -166,12 +166,26 @@ def relaxed_topk(perturbed: Tensor, indices: Tensor, temperature: float | Tensor
     return torch.exp(a + log_weight)
 
 
+class _StraightThrough(torch.autograd.Function):
+    """Forward: the k-hot mask of ``indices``; backward: the incoming gradient, unchanged, to ``soft``.
+
+    The values and gradients of ``hard + (soft - soft.detach())`` (addition and subtraction pass a
+    gradient on as it is, and ``soft - soft.detach()`` is exactly 0), without its two full-size passes.
+    """
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, soft: Tensor, indices: Tensor) -> Tensor:  # type: ignore[override]
+        return k_hot(indices, soft.shape[1], dtype=soft.dtype)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        return grad, None
+
+
 def straight_through_topk(perturbed: Tensor, indices: Tensor, temperature: float | Tensor,
                           order: str = "rank") -> Tensor:
     """Exact k-hot mask in the forward pass, gradient of :func:`relaxed_topk` in the backward pass."""
-    hard = k_hot(indices, perturbed.shape[1], dtype=perturbed.dtype)
     if indices.shape[1] == 0 or not perturbed.requires_grad:
-        return hard
+        return k_hot(indices, perturbed.shape[1], dtype=perturbed.dtype)
     soft = relaxed_topk(perturbed, indices, temperature, order)
-    # (soft - soft.detach()) is exactly 0 in value, so the forward value is exactly the k-hot mask.
-    return hard + (soft - soft.detach())
+    return _StraightThrough.apply(soft, indices)

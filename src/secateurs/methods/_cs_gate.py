@@ -11,6 +11,7 @@ in the module, so ``model.state_dict()`` carries it.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -54,6 +55,31 @@ class _ScaleGrad(torch.autograd.Function):
     @staticmethod
     def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
         return grad * ctx.k, None  # type: ignore[attr-defined]
+
+
+class _GateSum(torch.autograd.Function):
+    """``Σ σ(β s')·scale`` from the gate the forward pass already computed, with the gradient that
+    autograd gives a freshly computed ``soft_gate().sum()``, op for op (the L1 penalty's path).
+
+    Inputs: the scores, then (not differentiated) the forward's ``σ(β s')``, its gate, β, the scale
+    and the gradient factor of ``s'``.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, scores: Tensor, sig: Tensor, gate: Tensor, beta: Tensor, scale: Tensor,  # type: ignore[override]
+                k: float) -> Tensor:
+        ctx.save_for_backward(sig, beta, scale)
+        ctx.k = k
+        return gate.sum()
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        sig, beta, scale = ctx.saved_tensors
+        # The chain of SumBackward, MulBackward (scale), SigmoidBackward, MulBackward (β), _ScaleGrad.
+        g = torch.ops.aten.sigmoid_backward(grad.expand(sig.shape) * scale, sig) * beta
+        if ctx.k != 1.0:
+            g = g * ctx.k
+        return g, None, None, None, None, None
 
 
 class CSGate(MaskParametrization):
@@ -104,12 +130,21 @@ class CSGate(MaskParametrization):
         self.register_buffer("scale", torch.tensor(1.0 + math.exp(-self.s0) if rescale else 1.0, device=device))
         self.unit_size = granularity.unit_size(weight_shape)
         self.grad_scale = float(grad_scale)
+        self._step_gate: tuple[tuple[int, ...], Tensor, Tensor] | None = None  # see l1
 
     # ------------------------------------------------------------------ gates
     def soft_gate(self) -> Tensor:
         """``σ(β s) / σ(s0)`` (differentiable in ``s``)."""
         scores = self.scores if self.grad_scale == 1.0 else _ScaleGrad.apply(self.scores, self.grad_scale)
-        return torch.sigmoid(self.beta * scores) * self.scale
+        sig = torch.sigmoid(self.beta * scores)
+        gate = sig * self.scale
+        if gate.requires_grad and not torch.compiler.is_compiling():
+            # For :meth:`l1` in the same step: valid while scores, β and the scale keep their versions.
+            self._step_gate = (self._state_key(), sig.detach(), gate.detach())
+        return gate
+
+    def _state_key(self) -> tuple[int, ...]:
+        return (self.scores._version, self.beta._version, self.scale._version, self.scores.data_ptr())
 
     def sign_mask(self) -> Tensor:
         """The mask the scores alone define: keep a unit iff ``s > 0``."""
@@ -137,7 +172,16 @@ class CSGate(MaskParametrization):
 
     # ------------------------------------------------------------------ state changes
     def l1(self) -> Tensor:
-        """``Σ`` of the soft gate over the tensor's weight elements (the paper's ‖σ(βs)‖₁ incl. scaling)."""
+        """``Σ`` of the soft gate over the tensor's weight elements (the paper's ‖σ(βs)‖₁ incl. scaling).
+
+        After a training forward pass in the same state it reuses that pass's gate (the values and
+        gradients of recomputing it, without three full-size passes).
+        """
+        cached, self._step_gate = self._step_gate, None
+        if cached is not None and cached[0] == self._state_key() and self.scores.requires_grad \
+                and torch.is_grad_enabled() and not torch.compiler.is_compiling():
+            _, sig, gate = cached
+            return _GateSum.apply(self.scores, sig, gate, self.beta, self.scale, self.grad_scale) * self.unit_size
         return self.soft_gate().sum() * self.unit_size
 
     @torch.no_grad()

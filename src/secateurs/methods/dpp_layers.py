@@ -158,7 +158,7 @@ class DPPMask(MaskParametrization):
             return self.grouped_hard()
         if self.noise_scale > 0:
             noise = gumbel_noise(logits.shape, generator=self.generator, device=logits.device, dtype=logits.dtype)
-            logits = logits + self.noise_scale * noise
+            logits = logits + noise.mul_(self.noise_scale)  # the values of logits + eta * noise
         # Continuous noise makes ties impossible, so the faster torch.topk is safe (rank order).
         idx = torch.topk(logits.detach(), self.k, dim=1).indices if self.noise_scale > 0 else hard_topk(logits, self.k)
         return straight_through_topk(logits, idx, self.temperature, self.relax_order)
