@@ -46,10 +46,11 @@ class Classifier(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
-def loader(batches: int = 4, batch_size: int = 16, seed: int = 1) -> DataLoader:
-    """Separable synthetic classes, no shuffling (a resumed run sees the same batches)."""
+def loader(batches: int = 4, batch_size: int = 16, seed: int = 1, samples: int | None = None) -> DataLoader:
+    """Separable synthetic classes (``samples``, default ``batches * batch_size``), no shuffling (a
+    resumed run sees the same batches)."""
     g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, 4, (batches * batch_size,), generator=g)
+    y = torch.randint(0, 4, (samples or batches * batch_size,), generator=g)
     centres = torch.randn(4, 16, generator=g)
     x = centres[y] + 0.5 * torch.randn(len(y), 16, generator=g)
     return DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=False)

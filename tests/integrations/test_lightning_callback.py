@@ -54,6 +54,21 @@ def test_mask_state_gets_its_own_group_without_weight_decay_and_the_schedule_dri
     assert optimizer.param_groups[0]["weight_decay"] == 5e-4 and groups[0]["momentum"] == 0.9
     # The LambdaLR built before the group existed decays it like the weights' group (0.05 -> 0.025).
     assert groups[0]["lr"] == pytest.approx(optimizer.param_groups[0]["lr"]) == pytest.approx(0.025, rel=0.1)
+    # The method saw the rate of each step relative to the base rate: the last of 16 steps ran at 1 - 0.5 * 15/16.
+    assert pruning.method.lr_scale == pytest.approx(1 - 0.5 * 15 / 16)
+
+
+def test_gradient_accumulation_counts_optimizer_steps():
+    steps = []
+
+    class Count(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            steps.append(trainer.global_step)
+
+    pruning = SecateursPruning("gmp", sparsity=SPARSITY, submodule="model", finalize=False)
+    trainer(4, [pruning, Count()], accumulate_grad_batches=2).fit(Classifier(), loader())
+    assert pruning.method.horizon.steps_per_epoch == 2 and pruning.method.horizon.total_steps == 8
+    assert steps[-1] == 8 and pruning.method.hard_masks().sparsity() == pytest.approx(SPARSITY)
 
 
 def test_penalty_is_added_to_the_loss_training_step_returns():
