@@ -22,13 +22,14 @@ from importlib import import_module
 from typing import TYPE_CHECKING
 
 from secateurs._version import __version__
-from secateurs.errors import SecateursError, UsageError
+from secateurs.errors import DamagedFileError, SecateursError, UsageError
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ imports on first use
     from secateurs.core.granularity import Filter, Granularity, Kernel, NofM, Unstructured, parse_granularity
     from secateurs.core.masks import MaskSet
     from secateurs.core.parametrize import MaskParametrization, squash_
     from secateurs.core.targets import Target, select_targets
+    from secateurs.export.compressed import load_compressed, save_compressed
     from secateurs.methods import METHODS, Horizon, MethodConfig, Phase, PruningMethod, build_method
     from secateurs.structured.load import load_shrunk
     from secateurs.train import TrainConfig, evaluate, fit
@@ -43,6 +44,7 @@ _LAZY = {
     **dict.fromkeys(("METHODS", "Horizon", "MethodConfig", "Phase", "PruningMethod", "build_method"),
                     "secateurs.methods"),
     "load_shrunk": "secateurs.structured.load",
+    **dict.fromkeys(("load_compressed", "save_compressed"), "secateurs.export.compressed"),
     **dict.fromkeys(("TrainConfig", "evaluate", "fit"), "secateurs.train"),
 }
 
@@ -59,6 +61,7 @@ __all__ = [
     "Phase",
     "PruningMethod",
     "SecateursError",
+    "DamagedFileError",
     "Target",
     "TrainConfig",
     "Unstructured",
@@ -67,8 +70,10 @@ __all__ = [
     "build_method",
     "evaluate",
     "fit",
+    "load_compressed",
     "load_shrunk",
     "parse_granularity",
+    "save_compressed",
     "select_targets",
     "squash_",
 ]

@@ -100,3 +100,32 @@ def test_inspect_prunability_of_a_model_and_of_a_run(runs, capsys):
     assert "sparsity" in capsys.readouterr().out
     _one_line_error(capsys, main(["inspect"]))
     _one_line_error(capsys, main(["inspect", "--prunability", "no-such-model"]))
+
+
+def test_compress_any_run_into_one_small_file_that_reloads_exactly(runs, tmp_path, capsys):
+    """`shrink --compress`: an unstructured run as it is, a filter run after physical shrinking."""
+    for run, out in zip(runs, (tmp_path / "filter", tmp_path / "unstructured"), strict=True):
+        assert main(["shrink", str(run), "--out", str(out), "--compress"]) == 0
+        assert "lossless, outputs equal to the saved model: yes" in capsys.readouterr().out
+        compressed = json.loads((out / "report.json").read_text())["compressed"]
+        assert compressed["weights_exact"] and compressed["outputs_equal"] and compressed["lossless"]
+        assert compressed["bytes_on_disk"] == (out / "model.cmp.safetensors").stat().st_size
+        assert compressed["bytes_on_disk"] * 3 < compressed["bytes_dense_fp32"]
+        x = torch.randn(3, 1, 28, 28)
+        reference = secateurs.load_shrunk(out) if (out / "arch.json").exists() else None
+        model = secateurs.load_compressed(out)
+        if reference is not None:
+            assert torch.equal(model(x), reference(x))
+        assert main(["inspect", str(out)]) == 0
+        assert f"{compressed['bytes_on_disk']:,} on disk" in capsys.readouterr().out
+
+
+def test_lossy_float_storage_reports_the_accuracy_it_costs(runs, tmp_path, capsys):
+    _, sparse_run = runs
+    out = tmp_path / "fp16"
+    assert main(["shrink", str(sparse_run), "--out", str(out), "--compress", "--float-storage", "fp16",
+                 "--codec", "zstd"]) == 0
+    assert "LOSSY" in capsys.readouterr().out
+    compressed = json.loads((out / "report.json").read_text())["compressed"]
+    assert not compressed["lossless"] and compressed["lossy_tensors"] and compressed["codec"] == "zstd"
+    assert {"accuracy_run", "accuracy_compressed", "max_abs_diff_vs_run"} <= compressed.keys()

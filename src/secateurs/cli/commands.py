@@ -90,7 +90,7 @@ def _summary(report: dict[str, Any], out: str) -> str:
 
 # -------------------------------------------------------------------------------------------- inspect
 def _inspect_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", nargs="?", help="a run directory")
+    p.add_argument("run", nargs="?", help="a run directory, a `shrink --out` directory or a compressed model file")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--record", action="store_true",
                    help="print the run record (run.json: command line, settings and their sources, versions, data)")
@@ -105,8 +105,18 @@ def _inspect_run(args: argparse.Namespace) -> int:
     if args.run is None:
         raise UsageError("inspect needs a run directory (or --prunability MODEL)")
     run = Path(args.run)
+    if run.is_file():  # a compressed model file (`shrink --compress`)
+        from secateurs.experiment.inspect_export import describe_compressed_file
+
+        _out(describe_compressed_file(run, as_json=args.json))
+        return 0
     if not run.is_dir():
         raise UsageError(f"no run directory at {run}")
+    from secateurs.experiment.inspect_export import describe_export_dir, is_export_dir
+
+    if is_export_dir(run):
+        _out(describe_export_dir(run, as_json=args.json))
+        return 0
     _out(describe_run(run, as_json=args.json, record=args.record))
     return 0
 

@@ -10,7 +10,6 @@ from typing import Any
 from secateurs.cli.command import Command
 from secateurs.cli.command import positive_int as _positive
 from secateurs.cli.command import write_out as _out
-from secateurs.errors import UsageError
 
 __all__ = ["SHRINK", "Command", "add_prunability_arguments", "run_prunability"]
 
@@ -28,16 +27,40 @@ def _shrink_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--onnx", action="store_true", help="also export model.onnx and check it with onnxruntime")
     p.add_argument("--sparse-format", choices=["bitmask", "csr"], default=None,
                    help="also store the weights compressed (the only export of unstructured and N:M runs)")
+    p.add_argument("--compress", action="store_true",
+                   help="also write model.cmp.safetensors: weights packed to their real bit width, sparse "
+                        "positions, entropy-coded (any run; load with secateurs.load_compressed)")
+    p.add_argument("--codec", choices=["lzma", "zstd", "none"], default="lzma",
+                   help="entropy stage of --compress (zstd needs the zstandard package)")
+    p.add_argument("--float-storage", choices=["fp32", "fp16", "int8"], default="fp32",
+                   help="--compress: store float tensors that are not quantized in fp16 or int8 (lossy: "
+                        "the report gives the output difference and the accuracy)")
     p.add_argument("--approximate", action="store_true",
                    help="also remove channels seen by LayerNorm/GroupNorm (outputs change slightly)")
 
 
+def _compressed_line(report: dict[str, Any]) -> str:
+    c = report["compressed"]
+    if c["lossless"]:
+        verdict = f"lossless, outputs equal to the saved model: {'yes' if c['outputs_equal'] else 'NO'}"
+    else:
+        verdict = (f"LOSSY ({len(c['lossy_tensors'])} tensors in fewer bits): max output difference "
+                   f"{c['max_abs_diff_vs_run']:.3g}, accuracy {c['accuracy_run']:.2f}% -> "
+                   f"{c['accuracy_compressed']:.2f}%")
+    return (f"compressed: {c['file']} {c['bytes_on_disk']:,} bytes on disk vs {c['bytes_dense_fp32']:,} dense fp32 "
+            f"({c['compression']}x, {c['codec']}), {verdict}")
+
+
 def _summary(report: dict[str, Any], out: str) -> str:
     if "params_after" not in report:
-        sparse = report["sparse"]
-        return (f"{report['model']} ({report['granularity']}): {sparse['bytes_on_disk']:,} bytes on disk vs "
-                f"{sparse['bytes_dense_fp32']:,} dense fp32 ({sparse['compression']}x), exact round trip: "
-                f"{sparse['round_trip_exact']}\nexport directory: {out}")
+        lines = [f"{report['model']} ({report['granularity']}):"]
+        if "sparse" in report:
+            sparse = report["sparse"]
+            lines.append(f"sparse: {sparse['bytes_on_disk']:,} bytes on disk vs {sparse['bytes_dense_fp32']:,} dense "
+                         f"fp32 ({sparse['compression']}x), exact round trip: {sparse['round_trip_exact']}")
+        if "compressed" in report:
+            lines.append(_compressed_line(report))
+        return "\n".join(lines) + f"\nexport directory: {out}"
     lines = [
         f"{report['model']}: params {report['params_before']:,} -> {report['params_after']:,}, "
         f"MACs {report['macs_before']:,} -> {report['macs_after']:,} "
@@ -54,16 +77,19 @@ def _summary(report: dict[str, Any], out: str) -> str:
     if "onnx" in report:
         onnx = report["onnx"]
         lines.append(f"onnx: {onnx['file']} (onnxruntime max difference {onnx['max_abs_diff']:.3g})")
+    if "compressed" in report:
+        lines.append(_compressed_line(report))
     return "\n".join(lines) + f"\nshrunk model: {out} (load with secateurs.load_shrunk)"
 
 
 def _shrink_run(args: argparse.Namespace) -> int:
-    from secateurs.experiment.shrink_run import shrink_run
+    from secateurs.experiment.shrink_run import CompressOptions, shrink_run
     from secateurs.structured import ShrinkError
 
+    compress = CompressOptions(args.codec, args.float_storage) if args.compress else None
     try:
         report = shrink_run(args.run, args.out, round_to=args.round_to, onnx=args.onnx,
-                            sparse_format=args.sparse_format, approximate=args.approximate)
+                            sparse_format=args.sparse_format, approximate=args.approximate, compress=compress)
     except ShrinkError as exc:
         sys.stderr.write(f"secateurs: shrink failed: {exc}\n")
         return 1

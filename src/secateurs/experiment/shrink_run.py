@@ -4,7 +4,9 @@ A filter-pruned run becomes a directory holding ``arch.json`` (kept channels per
 ``model.safetensors`` (the smaller weights), ``report.json`` (sizes before/after, the prediction
 they must equal, output differences, accuracy before/after, bytes on disk) and optionally
 ``model.onnx``. Unstructured, kernel and N:M runs have no channels to remove; ``sparse_format``
-stores their weights compressed instead (``weights.sparse.safetensors``).
+stores their weights compressed instead (``weights.sparse.safetensors``), and ``compress`` writes
+the really small file of any run (``model.cmp.safetensors``, :mod:`secateurs.export.compressed`):
+for a filter run the shrunk model, for the others the pruned (and quantized) one.
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ from secateurs.models import build_model
 from secateurs.train.checkpoint import load_model_weights
 from secateurs.utils.io import load_safetensors, read_json
 
-__all__ = ["LoadedRun", "load_run", "prunability_of", "shrink_run"]
+__all__ = ["CompressOptions", "LoadedRun", "load_run", "prunability_of", "shrink_run"]
 
 SPARSE_FILE = "weights.sparse.safetensors"
+COMPRESSED_FILE = "model.cmp.safetensors"
 ONNX_FILE = "model.onnx"
 _EVAL_BATCH = 64
 
@@ -91,7 +94,7 @@ def _restore_masked_norms(loaded: LoadedRun, groups: list[Any]) -> None:
 def _guard_out(run: Path, out: Path) -> None:
     if out.resolve() == run.resolve():
         raise UsageError("--out must be a new directory, not the run itself")
-    if any((out / name).exists() for name in ("arch.json", SPARSE_FILE)):
+    if any((out / name).exists() for name in ("arch.json", SPARSE_FILE, COMPRESSED_FILE)):
         raise UsageError(f"{out} already holds an export; choose another --out")
 
 
@@ -118,6 +121,42 @@ def _run_round_to(run: Path, config: RunConfig) -> int:
     return config.round_to if "round_to" in load_recipe(run / "config.yaml") else 1
 
 
+def _compressed_export(loaded: LoadedRun, out: Path, options: CompressOptions, model: nn.Module,
+                       arch: dict[str, Any] | None) -> dict[str, Any]:
+    """Write ``model.cmp.safetensors``, read it back and compare it with the run's model."""
+    from secateurs.export.compressed import load_compressed, save_compressed
+    from secateurs.structured.shrink import forward_outputs
+
+    written = save_compressed(model, out / COMPRESSED_FILE, codec=options.codec, float_storage=options.float_storage,
+                              model_info=loaded.model_info, arch=arch)
+    restored = load_compressed(out / COMPRESSED_FILE)
+    state = model.state_dict()
+    exact = all(torch.equal(v, state[k].cpu()) for k, v in restored.state_dict().items())
+    batch = next(iter(loaded.data.test))[0][:_EVAL_BATCH].cpu()
+    ours = forward_outputs(restored, batch)
+    saved = forward_outputs(model, batch)
+    # The reference is the run's whole dense fp32 state dict, also for a shrunk model (its removed
+    # channels are part of what the compression saves).
+    dense = sum(t.numel() * 4 for t in loaded.model.state_dict().values())
+    report = {"file": COMPRESSED_FILE, **written.to_dict(), "bytes_dense_fp32": dense,
+              "compression": round(dense / max(written.bytes_on_disk, 1), 2), "weights_exact": exact,
+              "outputs_equal": all(torch.equal(a, b) for a, b in zip(ours, saved, strict=True)),
+              "max_abs_diff_vs_run": max(float((a - b).abs().max()) for a, b in zip(
+                  forward_outputs(loaded.model, batch), ours, strict=True))}
+    if written.lossy:  # lossy storage changes the outputs: say by how much it costs in accuracy
+        report["accuracy_run"] = _accuracy(loaded.model, loaded)
+        report["accuracy_compressed"] = _accuracy(restored, loaded)
+    return report
+
+
+@dataclass(frozen=True)
+class CompressOptions:
+    """How ``shrink --compress`` writes the compressed file (see :func:`secateurs.export.save_compressed`)."""
+
+    codec: str = "lzma"
+    float_storage: str = "fp32"
+
+
 def shrink_run(
     run: str | Path,
     out: str | Path,
@@ -126,6 +165,7 @@ def shrink_run(
     onnx: bool = False,
     sparse_format: str | None = None,
     approximate: bool = False,
+    compress: CompressOptions | None = None,
 ) -> dict[str, Any]:
     """Shrink (or, for non-filter runs, compress) a finished run into ``out``; return the report.
 
@@ -142,12 +182,16 @@ def shrink_run(
     base = {"run": str(run), "model": loaded.config.model, "dataset": loaded.config.data,
             "method": loaded.report.get("method"), "granularity": ",".join(granularities)}
     if not all(isinstance(e.granularity, Filter) for e in loaded.masks.values()):
-        if sparse_format is None:
+        if sparse_format is None and compress is None:
             article = "an" if base["granularity"][:1] in ("a", "e", "i", "o", "u") else "a"
             raise UsageError(f"{run} is {article} {base['granularity']} run: shrink removes whole channels and needs "
-                             "--granularity filter; store it compressed with --sparse-format bitmask")
+                             "--granularity filter; store it compressed with --compress (or --sparse-format bitmask)")
         out.mkdir(parents=True, exist_ok=True)
-        report = {**base, "sparse": _sparse_export(loaded, out, sparse_format)}
+        report = {**base, "bytes_dense_fp32": sum(t.numel() * 4 for t in loaded.model.state_dict().values())}
+        if sparse_format is not None:
+            report["sparse"] = _sparse_export(loaded, out, sparse_format)
+        if compress is not None:
+            report["compressed"] = _compressed_export(loaded, out, compress, loaded.model, None)
         save_json(report, out / "report.json")
         return report
     example = loaded.example_input
@@ -185,6 +229,8 @@ def shrink_run(
         report["onnx"] = {"file": ONNX_FILE, "max_abs_diff": check_onnx(out / ONNX_FILE, result.model, batch)}
     if sparse_format is not None:
         report["sparse"] = _sparse_export(loaded, out, sparse_format, model=result.model)
+    if compress is not None:
+        report["compressed"] = _compressed_export(loaded, out, compress, result.model, result.spec.to_dict())
     save_json(report, out / "report.json")
     return report
 

@@ -107,5 +107,7 @@ def fake_quantize(w: Tensor, config: QuantConfig) -> Tensor:
     """Quantize and dequantize ``w`` in the forward pass; identity gradient in the backward pass."""
     codes, scale = quantize_to_int(w, config)
     dequantized = codes.to(w.dtype) * scale.to(w.dtype)
-    # w + (q - w).detach(): the value of q, the gradient of w (straight-through estimator).
-    return w + (dequantized - w).detach()
+    # The value of q exactly (q + 0), the gradient of w (straight-through estimator). The common
+    # w + (q - w).detach() rounds twice and can miss q by one ulp, and a deployed weight that is
+    # not exactly code * scale cannot be stored as its integer code without loss.
+    return dequantized.detach() + (w - w.detach())
