@@ -50,6 +50,7 @@ _LAZY = {
 
 __all__ = [
     "METHODS",
+    "DamagedFileError",
     "Filter",
     "Granularity",
     "Horizon",
@@ -61,7 +62,6 @@ __all__ = [
     "Phase",
     "PruningMethod",
     "SecateursError",
-    "DamagedFileError",
     "Target",
     "TrainConfig",
     "Unstructured",
