@@ -22,7 +22,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING
 
 from secateurs._version import __version__
-from secateurs.errors import DamagedFileError, SecateursError, UsageError
+from secateurs.errors import SecateursError, UsageError
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ imports on first use
     from secateurs.core.granularity import Filter, Granularity, Kernel, NofM, Unstructured, parse_granularity
@@ -50,7 +50,6 @@ _LAZY = {
 
 __all__ = [
     "METHODS",
-    "DamagedFileError",
     "Filter",
     "Granularity",
     "Horizon",
