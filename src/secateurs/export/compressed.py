@@ -1,12 +1,14 @@
 """The compressed model file: every tensor packed to its real size, one entropy-coded stream, one reader.
 
 ``save_compressed(model, "model.cmp.safetensors")`` writes a safetensors file with one tensor,
-``payload`` (uint8): the entropy-coded (:mod:`secateurs.export.entropy`) concatenation of every
-tensor's sections (:mod:`secateurs.export.compressed_tensor`: positions, bit-packed codes or raw
-values, scales). The safetensors header holds the JSON manifest under ``secateurs.compressed``
-(format, version, codec, payload size, one record per tensor in state-dict order, and how to build
-the model: a zoo entry and, for a shrunk model, its architecture spec) and the SHA-256 of the payload
-that :func:`secateurs.utils.io.read_safetensors` checks. Nothing is unpickled when reading.
+``payload`` (uint8), entropy-coded (:mod:`secateurs.export.entropy`). Decoded, the payload is a JSON
+index (one record per tensor in state-dict order, and how to build the model: a zoo entry and, for a
+shrunk model, its architecture spec) followed by every tensor's sections
+(:mod:`secateurs.export.compressed_tensor`: positions, bit-packed codes or raw values, scales). The
+safetensors header holds a small JSON under ``secateurs.compressed`` (format, version, codec, decoded
+size, index size) and the SHA-256 of the payload that :func:`secateurs.utils.io.read_safetensors`
+checks. The index sits inside the coded payload because in a 5 kB model its ~1.5 kB of JSON would
+otherwise be a third of the file. Nothing is unpickled when reading.
 
 Lossless by default: integer-grid weights (quantized runs) are stored as their codes and scales and
 come back bit for bit, other values in their own dtype. ``float_storage="fp16"`` or ``"int8"`` stores
@@ -126,17 +128,18 @@ def save_compressed(
         return len(compress(blob, codec))
 
     encoded = {name: encode_tensor(t, float_storage=float_storage, entropy=coded_size) for name, t in state.items()}
-    raw = b"".join(b"".join(e.sections) for e in encoded.values())
-    payload = compress(raw, codec)
-    manifest = {"format": FORMAT, "version": VERSION, "codec": codec, "raw": len(raw),
-                "tensors": {name: e.record for name, e in encoded.items()}}
+    index: dict[str, Any] = {"tensors": {name: e.record for name, e in encoded.items()}}
     if model_info is not None:
-        manifest["model"] = dict(model_info)
+        index["model"] = dict(model_info)
     if arch is not None:
-        manifest["arch"] = dict(arch)
+        index["arch"] = dict(arch)
+    index_bytes = json.dumps(index, separators=(",", ":")).encode()
+    raw = index_bytes + b"".join(b"".join(e.sections) for e in encoded.values())
+    payload = compress(raw, codec)
+    header = {"format": FORMAT, "version": VERSION, "codec": codec, "raw": len(raw), "index": len(index_bytes)}
     blob = torch.frombuffer(bytearray(payload), dtype=torch.uint8) if payload else torch.empty(0, dtype=torch.uint8)
-    save_safetensors({_PAYLOAD: blob}, path, metadata={FORMAT: json.dumps(manifest, separators=(",", ":"))})
-    return _report(manifest, Path(path).stat().st_size)
+    save_safetensors({_PAYLOAD: blob}, path, metadata={FORMAT: json.dumps(header, separators=(",", ":"))})
+    return _report({**header, **index}, Path(path).stat().st_size)
 
 
 def _report(manifest: dict[str, Any], size: int) -> CompressedReport:
@@ -181,11 +184,15 @@ def read_manifest(path: str | Path) -> tuple[dict[str, Any], bytes]:
                              f"this secateurs reads {VERSION}")
         payload = tensors[_PAYLOAD].numpy().tobytes()
         raw = decompress(payload, manifest["codec"], int(manifest["raw"]))
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        split = int(manifest["index"])
+        index = json.loads(raw[:split].decode())
+        if not isinstance(index, dict) or not isinstance(index.get("tensors"), dict):
+            raise ValueError("the payload does not start with the tensor index")
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
         if isinstance(exc, UsageError):
             raise
         raise DamagedFileError(f"{path} is damaged ({type(exc).__name__}: {exc})") from None
-    return manifest, raw
+    return {**manifest, **index}, raw[split:]
 
 
 def read_compressed(path: str | Path) -> dict[str, Tensor]:
