@@ -6,7 +6,6 @@ import json
 
 import pytest
 import torch
-from conftest import _make_cnn
 from structured._helpers import random_filter_masks, randomize_, squash_
 
 import secateurs as sc
@@ -40,8 +39,18 @@ def _prune_(model, keep_of):
     return model
 
 
-def _cnn():
-    return randomize_(_make_cnn(in_channels=1, classes=5))
+@pytest.fixture
+def make_cnn(tiny_cnn):
+    """Fresh TinyCNNs (the suite's conftest model) for one input channel and five classes."""
+    def make():
+        torch.manual_seed(0)
+        return type(tiny_cnn)(in_channels=1, classes=5)
+    return make
+
+
+@pytest.fixture
+def cnn(make_cnn):
+    return randomize_(make_cnn())
 
 
 def _unstructured(w, density=0.1):
@@ -58,11 +67,11 @@ X = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(9))
 
 
 @pytest.mark.parametrize("keep_of", [_unstructured, _two_of_four], ids=["unstructured", "2:4"])
-def test_pruned_float_model_round_trips_bit_for_bit(tmp_path, keep_of):
-    model = _prune_(_cnn(), keep_of)
+def test_pruned_float_model_round_trips_bit_for_bit(tmp_path, keep_of, cnn, make_cnn):
+    model = _prune_(cnn, keep_of)
     report = save_compressed(model, tmp_path / "m.cmp.safetensors")
     assert not report.lossy and report.bytes_on_disk < report.bytes_dense_fp32
-    _assert_same_model(load_compressed(tmp_path / "m.cmp.safetensors", model=_make_cnn(in_channels=1, classes=5)),
+    _assert_same_model(load_compressed(tmp_path / "m.cmp.safetensors", model=make_cnn()),
                        model, X)
 
 
@@ -79,8 +88,8 @@ def test_shrunk_filter_model_rebuilds_from_the_file_alone(tmp_path):
 
 
 @pytest.mark.parametrize("bits", [1, 2, 4, 8])
-def test_quantized_dpp_run_is_stored_as_packed_codes_and_reloads_exactly(tmp_path, bits):
-    model = _make_cnn(in_channels=1, classes=5)
+def test_quantized_dpp_run_is_stored_as_packed_codes_and_reloads_exactly(tmp_path, bits, make_cnn):
+    model = make_cnn()
     method = sc.build_method("dpp", sparsity=0.75, quant_bits=bits)
     method.attach(model, horizon=sc.Horizon(1, 2))
     model.train()(X).sum().backward()  # one step of the joint quantization
@@ -93,18 +102,18 @@ def test_quantized_dpp_run_is_stored_as_packed_codes_and_reloads_exactly(tmp_pat
         # codes of a b-bit grid take b bits each (1 bit for ternary), packed back to back
         assert entry["values"] == f"int{record['q']}" and record["q"] <= bits and entry["code_bits"] <= bits
         assert record["l"][1] == packed_size(record["n"], record["b"])
-    _assert_same_model(load_compressed(tmp_path / "q.cmp.safetensors", model=_make_cnn(in_channels=1, classes=5)),
+    _assert_same_model(load_compressed(tmp_path / "q.cmp.safetensors", model=make_cnn()),
                        model, X)
 
 
 @pytest.mark.parametrize("storage", ["fp16", "int8"])
-def test_lossy_float_storage_is_stated_and_close(tmp_path, storage):
-    model = _prune_(_cnn(), _unstructured)
+def test_lossy_float_storage_is_stated_and_close(tmp_path, storage, cnn, make_cnn):
+    model = _prune_(cnn, _unstructured)
     exact = save_compressed(model, tmp_path / "a.safetensors")
     lossy = save_compressed(model, tmp_path / "b.safetensors", float_storage=storage)
     assert lossy.lossy and lossy.bytes_on_disk < exact.bytes_on_disk
     assert json.loads(json.dumps(lossy.to_dict()))["lossless"] is False
-    loaded = load_compressed(tmp_path / "b.safetensors", model=_make_cnn(in_channels=1, classes=5))
+    loaded = load_compressed(tmp_path / "b.safetensors", model=make_cnn())
     diff = (_outputs(loaded, X) - _outputs(model, X)).abs().max()
     assert 0 < diff < 0.1
 
@@ -135,14 +144,14 @@ def _damage(path, at, byte=0xFF):
     path.write_bytes(bytes(data))
 
 
-def test_damaged_or_foreign_files_are_refused(tmp_path, capsys):
-    model = _prune_(_cnn(), _unstructured)
+def test_damaged_or_foreign_files_are_refused(tmp_path, capsys, cnn, make_cnn):
+    model = _prune_(cnn, _unstructured)
     path = tmp_path / "m.cmp.safetensors"
     save_compressed(model, path)
     size = path.stat().st_size
     _damage(path, size - 10)  # a bit flipped in the payload: the checksum says so
     with pytest.raises(DamagedFileError, match="damaged"):
-        load_compressed(path, model=_make_cnn(in_channels=1, classes=5))
+        load_compressed(path, model=make_cnn())
     assert main(["inspect", str(path)]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "damaged" in err and "Traceback" not in err
@@ -155,8 +164,8 @@ def test_damaged_or_foreign_files_are_refused(tmp_path, capsys):
         read_manifest(tmp_path / "plain.safetensors")
 
 
-def test_inspect_shows_the_bytes_of_a_compressed_file(tmp_path, capsys):
-    model = _prune_(_cnn(), _unstructured)
+def test_inspect_shows_the_bytes_of_a_compressed_file(tmp_path, capsys, cnn):
+    model = _prune_(cnn, _unstructured)
     path = tmp_path / "m.cmp.safetensors"
     report = save_compressed(model, path)
     assert main(["inspect", str(path)]) == 0
