@@ -4,9 +4,11 @@
 #   OMP_NUM_THREADS=1 bash benchmarks/compress/run_cpu.sh [OUT]     (then: python benchmarks/compress/collect.py OUT)
 # Stages per model (each skipped when its report exists, so the script resumes):
 #   1. dense    secateurs train                                   (the accuracy reference)
-#   2. pruned   gmp from the dense weights, one global magnitude threshold over every weight matrix
-#   3. quant    dpp from the pruned weights with joint B-bit quantization: the same per-layer sparsities
-#               (allocation global), deterministic top-k (noise 0), logits from the weights' magnitudes
+#   2. pruned   gmp from the dense weights: per-layer sparsities from one global magnitude threshold
+#               (allocation global), inside a layer the same count per output neuron (scope group)
+#   3. quant    quantize-aware fine-tune: dpp from the pruned weights with joint B-bit quantization;
+#               its groups are the same rows, its logits start from the weights' magnitudes, noise 0
+#               and a frozen logit rate keep exactly the pruned mask, so only the weights learn the grid
 #   4. compress secateurs shrink --compress (lossless: the codes of the quantized run, fp32 biases)
 set -euo pipefail
 OUT=${1:-runs/bench-compress}
@@ -28,11 +30,12 @@ pipeline() {  # pipeline MODEL SPARSITY BITS DENSE_EPOCHS PRUNE_EPOCHS QUANT_EPO
   local m=$1 s=$2 b=$3
   run "$m-dense" train --model "$m" "${COMMON[@]}" --epochs "$4"
   run "$m-gmp$s" prune --model "$m" "${COMMON[@]}" --method gmp --from "$OUT/$m-dense" --include '*weight' \
-      --scope global --sparsity "$s" --epochs "$5" --lr 0.02
+      --allocation global --scope group --sparsity "$s" --epochs "$5" --lr 0.02
   run "$m-gmp$s-q$b" prune --model "$m" "${COMMON[@]}" --method dpp --from "$OUT/$m-gmp$s" --include '*weight' \
-      --allocation global --sparsity "$s" --quant-bits "$b" -o noise_scale=0 --epochs "$6" --lr 0.005
+      --allocation global --sparsity "$s" --quant-bits "$b" -o noise_scale=0 -o logit_lr=1e-12 \
+      --epochs "$6" --lr 0.005
   compress "$m-gmp$s-q$b"
 }
 mkdir -p "$OUT"
-pipeline mlp "${MLP_SPARSITY:-0.95}" "${MLP_BITS:-4}" 20 10 4
-pipeline lenet5 "${LENET_SPARSITY:-0.95}" "${LENET_BITS:-4}" 20 8 4
+pipeline mlp "${MLP_SPARSITY:-0.9}" "${MLP_BITS:-4}" 20 10 4
+pipeline lenet5 "${LENET_SPARSITY:-0.9}" "${LENET_BITS:-4}" 20 12 4
