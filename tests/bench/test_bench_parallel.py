@@ -175,24 +175,53 @@ def test_killed_shard_resumes_and_skips_its_finished_cells(tmp_path):
     assert set(_ok_counts(out)) == {c.id for c in cells_for(parse_suite(raw).cells, Shard(2, 2))}
 
 
+def _hold(lock, *then):
+    """A bare process (no torch: it starts in milliseconds) that holds ``lock`` as a bench process would
+    hold a cell's claim, then runs the lines ``then`` and exits (dropping the claim)."""
+    code = ["import fcntl, os, sys, time",
+            f"fd = os.open({str(lock)!r}, os.O_RDWR | os.O_CREAT); fcntl.lockf(fd, fcntl.LOCK_EX)",
+            "print('locked', flush=True)", *then]
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen([sys.executable, "-c", "\n".join(code)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    return holder
+
+
 def test_a_cell_waits_for_a_pretraining_another_process_holds_and_takes_over_when_it_dies(tmp_path, monkeypatch):
     """Another process (here a bare lock holder, as if a shard died mid-pretraining) has claimed the
     pretraining: the cells wait, then this process claims it, runs it once, and runs them."""
     monkeypatch.setattr(runner_module, "PREREQUISITE_POLL_SECONDS", 0.05)
-    lock, released = lock_path(tmp_path, PRETRAIN), tmp_path / "released"
-    lock.parent.mkdir(parents=True)
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import fcntl, os, sys, time\n"
-        f"fd = os.open({str(lock)!r}, os.O_RDWR | os.O_CREAT); fcntl.lockf(fd, fcntl.LOCK_EX)\n"
-        "print('locked', flush=True); time.sleep(1.0)\n"
-        f"open({str(released)!r}, 'w').write(repr(time.time()))\n")], stdout=subprocess.PIPE, text=True)
-    assert holder.stdout.readline().strip() == "locked"
+    released = tmp_path / "released"
+    holder = _hold(lock_path(tmp_path, PRETRAIN), "time.sleep(1.0)",
+                   f"open({str(released)!r}, 'w').write(repr(time.time()))")
     raw = {**RAW, "grid": {**RAW["grid"], "method": ["dense"]}}
     summary = run_suite(parse_suite(raw), tmp_path)
     holder.wait()
     assert sorted(summary.ran) == [PRETRAIN, "runs/mlp/synthetic/dense/seed0"] and not summary.elsewhere
     pretrain_line = latest_by_cell(read_results(tmp_path))[PRETRAIN]
     assert pretrain_line["finished_at"] >= float(released.read_text())  # it ran only after the claim was free
+
+
+def test_a_cell_another_process_is_running_is_left_to_it(tmp_path, capsys):
+    """Two invocations on one directory (a shard started twice): a claimed cell is not run a second time."""
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(json.dumps({"base": TINY, "grid": {"model": "mlp", "method": ["dense", "random"],
+                                                        "sparsity": 0.5}}))
+    out, dense = tmp_path / "b", "runs/mlp/synthetic/dense/seed0"
+    holder = _hold(lock_path(out, dense), "sys.stdin.read()")  # holds until we close its stdin
+    try:
+        code = main(["bench", str(suite), "--out", str(out)])
+    finally:
+        holder.stdin.close()
+        holder.wait()
+    printed = capsys.readouterr()
+    assert code == 0 and "1 ran, 0 already done, 0 failed, 1 running in another process" in printed.out
+    assert f"running in another process: {dense}" in printed.out
+    assert set(_ok_counts(out)) == {"runs/mlp/synthetic/random/unstructured-s0.5/seed0"}
+    assert not (out / dense).exists()
+    assert main(["report", str(out), "--no-plots"]) == 0  # a partial grid reports, and says what is missing
+    assert f"without a result yet: 1 (first: {dense})" in capsys.readouterr().err
 
 
 def _lines(path):

@@ -92,6 +92,7 @@ def run_report(args: argparse.Namespace) -> int:
     """Write the tables, plots and HTML page of a bench directory."""
     from secateurs.bench.results import results_files
     from secateurs.reporting import write_report
+    from secateurs.reporting.build import cells_without_result
 
     bench = Path(args.dir)
     sources = results_files(bench)
@@ -101,6 +102,10 @@ def run_report(args: argparse.Namespace) -> int:
     files = write_report(bench, args.out, plots=not args.no_plots)
     merged = [f"merged {len(sources)} results files: {', '.join(p.name for p in sources)}"] if len(sources) > 1 else []
     _out("\n".join([*merged, *(str(path) for path in files.all())]))
+    missing = cells_without_result(bench)
+    if missing:  # a partial report is fine (a grid still running), but say so
+        sys.stderr.write(f"secateurs: note: cells of the suite without a result yet: {len(missing)} "
+                         f"(first: {missing[0]}); a shard not run yet or still running?\n")
     return 0
 
 

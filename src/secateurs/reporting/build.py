@@ -17,7 +17,7 @@ from secateurs.reporting.environment import load_environments
 from secateurs.reporting.html import render_html
 from secateurs.reporting.tables import build_tables, render_markdown, write_csv
 
-__all__ = ["ReportFiles", "write_report"]
+__all__ = ["ReportFiles", "cells_without_result", "write_report"]
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +88,30 @@ def _suite_text(bench_dir: Path) -> tuple[str, str]:
 def _in_suite_order(records: list[dict[str, Any]], bench_dir: Path) -> list[dict[str, Any]]:
     """The records in the order of the suite's cells, so the tables do not depend on which cell finished
     first (parallel jobs and shards finish in any order); cells the suite no longer names go last."""
+    cells = _suite_cells(bench_dir)
+    if cells is None:
+        return records  # no (valid) suite copy: the order the results were written in
+    rank = {cell: position for position, cell in enumerate(cells)}
+    return sorted(records, key=lambda r: rank.get(r["cell"], len(rank)))
+
+
+def cells_without_result(bench_dir: str | Path) -> list[str]:
+    """The suite's cells that no results file mentions yet (a shard not run or still running), in
+    suite order; empty when the bench directory has no (valid) suite copy."""
+    cells = _suite_cells(Path(bench_dir))
+    if cells is None:
+        return []
+    seen = latest_by_cell(read_results(bench_dir))
+    return [cell for cell in cells if cell not in seen]
+
+
+def _suite_cells(bench_dir: Path) -> list[str] | None:
+    """Every cell id of the suite copy (runs, then the not-applicable combinations), or ``None``."""
     from secateurs.bench.suite import parse_suite
 
     path = bench_dir / "suite.yaml"
     try:
         suite = parse_suite(yaml.safe_load(path.read_text()), where=str(path))
     except (OSError, UsageError, yaml.YAMLError, TypeError, ValueError):
-        return records  # no (valid) suite copy: the order the results were written in
-    rank = {cell.id: position for position, cell in enumerate(suite.cells)}
-    return sorted(records, key=lambda r: rank.get(r["cell"], len(rank)))
+        return None
+    return [cell.id for cell in suite.cells] + [cell for cell, _ in suite.not_applicable]
