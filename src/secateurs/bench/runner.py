@@ -121,9 +121,11 @@ def run_suite(
         task = _plan(cell, context, index, grid)
         if task is not None:
             tasks.append(CellTask(cell, task[0], task[1], out, results_name, since))
-    runner = InlineRunner(index) if jobs == 1 else JobPool(jobs, threads or default_threads(jobs))
+    # No more job processes than cells left to run (none at all when the grid is done).
+    parallel = jobs > 1 and len(tasks) > 0
+    runner = JobPool(min(jobs, len(tasks)), threads or default_threads(jobs)) if parallel else InlineRunner(index)
     with GridProgress(len(tasks) + len(summary.skipped) + len(summary.failed), enabled=progress) as bar, \
-            _torch_threads(threads if jobs == 1 else None):
+            _torch_threads(threads if not parallel else None):
         bar.advance(len(summary.skipped) + len(summary.failed))  # decided before anything ran
         try:
             _schedule(tasks, runner, grid, bar)
