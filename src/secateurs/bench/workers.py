@@ -9,6 +9,11 @@ torch with ``threads`` intra-op threads, so N jobs do not oversubscribe the core
 without answering (killed for memory, a segfault) fails the cell it held, and a new job takes its
 place; the other jobs go on.
 
+Why not ``concurrent.futures.ProcessPoolExecutor``: when one of its workers dies, the pool is
+"broken" and every pending and running task fails with it, so one cell killed for memory would fail
+the grid; here only that cell fails. The pool is otherwise the standard library's machinery
+(``multiprocessing`` processes, pipes and ``connection.wait``).
+
 Job processes ignore Ctrl-C: the ``bench`` process decides, and stops them (:meth:`JobPool.close`)
 when it is interrupted. A cell stopped that way resumes from its last checkpoint next time.
 """
