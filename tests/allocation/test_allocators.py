@@ -72,3 +72,11 @@ def test_filter_run_reports_budgets_measured_on_the_shrunk_model(tmp_path):
     result = shrink(model, MaskSet.load(out / "masks.safetensors"), torch.zeros(1, 1, 28, 28))
     assert budgets["params"]["achieved"] == count_params(result.model)
     assert report["allocation"]["allocator"] == "uniform" and "allocation_layers" in report
+    # LeNet-5's 6- and 16-channel layers cannot reach 50 % of the MACs at multiples of 8: the run keeps
+    # exact counts (says so in its config), and shrink follows the run
+    from secateurs.experiment.config import load_recipe
+
+    assert load_recipe(out / "config.yaml")["round_to"] == 1 and report["round_to"] == 1
+    assert main(["shrink", str(out), "--out", str(tmp_path / "small")]) == 0
+    shrunk = json.loads((tmp_path / "small" / "report.json").read_text())
+    assert shrunk["round_to"] == 1 and shrunk["macs_after"] == report["macs_shrunk"] <= budgets["macs"]["limit"]
