@@ -165,7 +165,8 @@ def test_logits_are_stepped_by_the_methods_adam_or_by_the_shared_optimizer(make_
 
 
 def test_magnitude_initialisation_starts_from_the_per_group_magnitude_mask(make_cnn):
-    method, model = attached(make_cnn, granularity="kernel", pretrained=True)  # logit_init="auto"
+    # logit_init="auto"; ramp_end=0 so that the first mask is already at the target k.
+    method, model = attached(make_cnn, granularity="kernel", pretrained=True, ramp_end=0.0)
     gran = parse_granularity("kernel")
     for name, entry in method.hard_masks().items():
         w = model.get_submodule(name.rpartition(".")[0]).parametrizations.weight.original
@@ -307,6 +308,52 @@ def test_mask_is_fixed_and_equal_to_the_top_k_of_the_logits_over_the_final_stret
     for step in (10, 11, 12):
         assert all(torch.equal(a, b) for a, b in zip(seen[step], seen[9]))  # logits frozen, mask fixed
     assert method.penalty() is None and all(not p.logits.requires_grad for p in method._masks())
+
+
+@pytest.mark.parametrize("granularity", ["unstructured", "filter"])
+def test_from_a_trained_model_k_ramps_from_n_to_the_target_with_exactly_k_of_n_at_every_step(
+        granularity, make_cnn, make_image_batches):
+    method, model = attached(make_cnn, epochs=4, pretrained=True, granularity=granularity)  # 12 steps
+    assert method.ramp_steps == 6  # the default 0.5 of the run with --from
+    step = [0]
+    counts: dict[str, list[int]] = {}
+    exact = []
+
+    def check(module, inputs, output):  # the masked weight of this very forward pass
+        kept = kept_per_group(module, granularity_of(method).reduce((output != 0).float(), how="sum") > 0)
+        exact.append(bool((kept == module.k).all()))
+        assert module.k == method.kept_at(module.grouping.n, module.k_final, step[0])
+        counts.setdefault(id(module), []).append(module.k)
+
+    for p in method.parametrizations.values():
+        p.register_forward_hook(check)
+    run(method, model, make_image_batches(STEPS), 4, pretrained=True, attach=False,
+        on_step=lambda s: step.__setitem__(0, s))
+    assert len(exact) == 12 * len(method.parametrizations) and all(exact)
+    for p in method._masks():
+        ks = counts[id(p)]
+        assert ks[0] == p.grouping.n and all(a >= b for a, b in zip(ks, ks[1:]))  # dense start, never back
+        assert ks[6:] == [p.k_final] * 6 and ks[3] > p.k_final  # the target exactly from the ramp's end
+    for name, entry in method.finalize().items():
+        grouping = method.grouping(entry.weight_shape)
+        assert torch.all(grouping.to_groups(entry.mask.float()).sum(1) == keep_count(grouping.n, S)), name
+
+
+def granularity_of(method):
+    return method.config.granularity
+
+
+def test_ramp_follows_gmps_cubic_and_the_paper_option_cuts_to_k_at_once(make_cnn):
+    method, _ = attached(make_cnn, epochs=4, pretrained=True)
+    n, k = 100, 10  # 90 pruned: cubic 90 * (1 - (1 - t)^3) over 6 steps
+    expected = [n - round(90 * (1 - (1 - t / 6) ** 3)) for t in range(7)]
+    assert [method.kept_at(n, k, t) for t in range(9)] == expected + [k, k]
+    for paper in (attached(make_cnn, epochs=4, pretrained=True, ramp_end=0.0)[0],
+                  attached(make_cnn, epochs=4, pretrained=False)[0]):  # from scratch: no ramp by default
+        assert paper.ramp_steps == 0 and paper.kept_at(n, k, 0) == k
+        assert all(p.k == p.k_final for p in paper._masks())
+    with pytest.raises(UsageError, match="ramp_end"):
+        build_method("dpp", sparsity=S, ramp_end=0.9, fix_fraction=0.2)
 
 
 def test_paper_schedule_samples_to_the_end(make_cnn, make_image_batches):

@@ -116,6 +116,42 @@ def test_mask_is_fixed_at_the_anneal_end_and_training_then_uses_it(make_cnn, mak
     assert method.hard_masks().sparsity() == pytest.approx(0.7, abs=0.02)
 
 
+@pytest.mark.parametrize("scope", ["tensor", "global"])
+def test_from_a_trained_model_the_pruned_share_ramps_to_the_target_at_the_ramps_end(
+        scope, make_cnn, make_image_batches):
+    method = build_method("gibbs", sparsity=0.8, scope=scope)
+    model = make_cnn(0)
+    ramp = 6  # the default 0.5 of 12 steps with --from
+    seen: dict[int, float] = {}
+
+    def record(step: int) -> None:  # the ground state's pruned share after each step
+        seen[step] = method.hard_masks().sparsity()
+
+    run(method, model, make_image_batches(3), 4, pretrained=True, on_step=record)
+    assert method.ramp_steps == ramp
+    for step in range(1, ramp):
+        expected = 0.8 * (1 - (1 - step / ramp) ** 3)
+        assert seen[step] == pytest.approx(expected, abs=0.02), step  # rounded per layer
+        assert seen[step] < seen[step + 1]
+    assert all(seen[s] == pytest.approx(0.8, abs=0.01) for s in range(ramp, 13))
+    final = method.hard_masks()
+    if scope == "global":  # one quota over all layers, exact
+        assert sum(e.numel - e.kept for e in final.values()) == round(0.8 * sum(e.numel for e in final.values()))
+    else:
+        for name, p, _ in method.weights():
+            assert int(p.fixed.sum()) == keep_count(p.fixed.numel(), 0.8), name  # exact at the end
+
+
+def test_paper_option_and_a_start_from_scratch_prune_the_target_from_the_first_step(make_cnn):
+    for kwargs, pretrained in (({"ramp_end": 0.0}, True), ({}, False)):
+        method = build_method("gibbs", sparsity=0.8, **kwargs)
+        method.attach(make_cnn(0), horizon=Horizon(epochs=4, steps_per_epoch=3, pretrained=pretrained))
+        assert method.ramp_steps == 0 and method.sparsity_at(0, 0.8) == 0.8
+        assert all(p.sparsity == 0.8 for p in _masks(method.model).values())
+    with pytest.raises(UsageError, match="ramp_end"):
+        build_method("gibbs", sparsity=0.8, ramp_end=0.9, anneal_end=0.75)
+
+
 def test_paper_mode_never_fixes_the_mask(make_cnn, make_image_batches):
     method = build_method("gibbs", sparsity=0.7, **PAPER)
     run(method, make_cnn(0), make_image_batches(2), 3)

@@ -27,12 +27,15 @@ B                   ``quant_bits``              joint fake quantization of the m
 Adam, lr 1e-3       ``logit_lr``                the logits' own Adam (``logit_optimizer``)
 (constant lr)       ``logit_lr_schedule``       ``run`` (default): times the run's lr multiplier
 (never fixed)       ``fix_fraction``            last share of the run at a fixed top-k (default 0.2)
+(k from step 0)     ``ramp_end``                k falls from n to its target over this share (--from)
 (not in the paper)  ``rescale_init``            sqrt(n/k) fan-in correction of the initial weights
 ==================  ==========================  ===================================================
 
-The paper's schedule is ``logit_lr_schedule=constant fix_fraction=0``. By default the Gumbel noise
-falls linearly to 0 over the stretch before the last ``fix_fraction`` of the run, and that last stretch
-trains the weights at the fixed deterministic top-k of the logits (the evaluation mask).
+The paper's schedule is ``logit_lr_schedule=constant fix_fraction=0 ramp_end=0``. By default the Gumbel
+noise falls linearly to 0 over the stretch before the last ``fix_fraction`` of the run, and that last
+stretch trains the weights at the fixed deterministic top-k of the logits (the evaluation mask). When
+pruning a trained model (``--from``) the kept count of every group falls from ``n`` to ``k`` on gmp's
+cubic schedule over the first ``ramp_end`` of the run instead of cutting to ``k`` at the first step.
 
 Deviations and their reasons are listed in ``docs/methods/dpp.md``. The grouping and the
 parametrization live in :mod:`secateurs.methods.dpp_layers`; metrics, plots, the integer export and
@@ -53,7 +56,7 @@ from secateurs.core.granularity import Filter, Kernel, NofM, Unstructured
 from secateurs.core.gumbel import RELAX_ORDERS
 from secateurs.core.masks import MaskSet
 from secateurs.core.parametrize import MaskParametrization, original_name
-from secateurs.core.schedules import linear
+from secateurs.core.schedules import linear, polynomial
 from secateurs.core.selection import keep_count
 from secateurs.core.targets import Target, select_targets
 from secateurs.errors import UsageError
@@ -75,6 +78,9 @@ __all__ = ["DPPConfig", "DynamicProbabilisticPruning"]
 _LOGIT_INITS = ("auto", "random", "magnitude")
 #: The reference trains the logits with Adam at lr 1e-3 (spec §3.6, §3.10).
 _REFERENCE_LOGIT_LR = 1e-3
+#: ``ramp_end`` when pruning a trained model (``--from``) and the option is unset: the share of the
+#: run over which k falls from n to its target (chosen on the validation split, docs/results.md).
+PRETRAINED_RAMP_END = 0.5
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -107,6 +113,11 @@ class DPPConfig(MethodConfig):
         fix_fraction: the last fraction of the run trains at the fixed top-k of the logits (noise
             0, logits frozen); the noise falls linearly to 0 over an equally long stretch before it.
             0 = the reference (constant noise, masks sampled to the end).
+        ramp_end: the share of the run over which every group's kept count falls from ``n`` to ``k``
+            on the cubic schedule of gmp (exactly the scheduled count of n at every step; the
+            target k from then on); 0 = the paper (k from the first step); None = 0.5 when pruning
+            a trained model (``--from``: a one-shot cut of a trained network to k is a shock the
+            weights must recover from, as gmp's ramp avoids), 0 from scratch.
         rescale_init: multiply each pruned weight by ``sqrt(n / k)`` at attach, so that a neuron
             reading k of n inputs starts with the activation scale its initialiser meant for n
             (the fan-in correction of sparse initialisation); None = on from scratch, off with ``--from``.
@@ -133,9 +144,14 @@ class DPPConfig(MethodConfig):
     quant_scale: str = field(default="tensor", metadata={"help": "tensor or channel scales", "choices": QUANT_SCALES})
     metric_samples: int = field(default=100, metadata={"help": "draws for the inclusion probabilities", "ge": 0})
     rescale_init: bool | None = field(default=None, metadata={"help": "sqrt(n/k) fan-in correction at attach"})
+    ramp_end: float | None = field(default=None, metadata={
+        "help": "share of the run over which k falls from n (0: paper; default 0.5 with --from)", "ge": 0.0, "lt": 1.0})
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.ramp_end is not None and self.ramp_end + self.fix_fraction > 1.0:
+            raise UsageError(f"ramp_end {self.ramp_end} + fix_fraction {self.fix_fraction} exceed the run; "
+                             f"the kept count must reach k before the masks are fixed")
         if self.scope == "global":
             raise UsageError("dpp keeps exactly k of n in every group; the global scope does not apply")
         object.__setattr__(self, "scope", "group")
@@ -225,8 +241,10 @@ class DynamicProbabilisticPruning(PruningMethod):
         if rescale and 0 < k < grouping.n:
             with torch.no_grad():
                 weight.mul_(fan_in_correction(grouping, k))
-        return DPPMask(grouping, k, logits, noise_scale=self.noise_at(0), relax_order=cfg.relax_order,
+        mask = DPPMask(grouping, k, logits, noise_scale=self.noise_at(0), relax_order=cfg.relax_order,
                        generator=self.generator, quant=cfg.quant, temperature=self.temperature_at(0, 0))
+        mask.k = self.kept_at(grouping.n, k, 0)
+        return mask
 
     # ----------------------------------------------------------------- schedule
     def temperature_at(self, epoch: int, step: int) -> float:
@@ -252,6 +270,23 @@ class DynamicProbabilisticPruning(PruningMethod):
         stretch = self.horizon.total_steps - fix
         return linear(fix - stretch, fix, self.config.noise_scale, 0.0)(step)
 
+    @property
+    def ramp_steps(self) -> int:
+        """Steps over which the kept count falls from n to k (0: k from the first step)."""
+        share = self.config.ramp_end
+        if share is None:
+            share = PRETRAINED_RAMP_END if self.horizon.pretrained else 0.0
+        return round(share * self.horizon.total_steps)
+
+    def kept_at(self, n: int, k: int, step: int) -> int:
+        """Kept count per group of ``n`` after ``step`` steps on the way to ``k``: the pruned count
+        follows gmp's cubic ``(n - k) (1 - (1 - t)^3)``, so most units go early, while the network
+        can still recover, and the last ones slowly."""
+        ramp = self.ramp_steps
+        if ramp == 0 or step >= ramp:
+            return k
+        return n - round((n - k) * polynomial(0, ramp, 0.0, 1.0, 3.0)(step))
+
     def fixed_at(self, step: int) -> bool:
         """Whether the masks are fixed after ``step`` steps."""
         return self.fix_step is not None and step >= self.fix_step
@@ -265,6 +300,7 @@ class DynamicProbabilisticPruning(PruningMethod):
         noise, fixed = self.noise_at(step), self.fixed_at(step)
         for p in self._masks():
             p.noise_scale = noise
+            p.k = self.kept_at(p.grouping.n, p.k_final, step)
             if fixed:
                 p.logits.requires_grad_(False)
                 p.logits.grad = None

@@ -141,6 +141,9 @@ class DPPMask(MaskParametrization):
         if not 0 <= k <= grouping.n:
             raise ValueError(f"cannot keep {k} of {grouping.n}")
         self.grouping = grouping
+        #: The kept count of the final mask; :attr:`k` is the count of the current step, above
+        #: ``k_final`` while the method's sparsity ramp runs (pushed by the method per step).
+        self.k_final = k
         self.k = k
         self.noise_scale = float(noise_scale)
         self.relax_order = relax_order

@@ -30,10 +30,12 @@ annealing length           ``anneal_end``: fraction of the budget at which ``β`
 (per-epoch annealer)       ``beta_every="epoch"`` (default ``"step"``)
 (absolute fields)          ``beta_scale="absolute"`` (default ``"layer"``)
 (never fixed)              ``fix_mask=False`` (default: fixed when the anneal ends)
+(target from step 0)       ``ramp_end`` (default with ``--from``: the pruned share ramps up as gmp's)
 ``mcmc_steps``             ``sweeps`` (filter mode, default 50)
 =========================  =====================================================================
 
-The paper's behaviour is ``beta_every=epoch beta_scale=absolute anneal_end=0.6382 fix_mask=false``
+The paper's behaviour is ``beta_every=epoch beta_scale=absolute anneal_end=0.6382 fix_mask=false
+ramp_end=0``
 (``docs/methods/gibbs.md`` lists why each default differs).
 """
 
@@ -55,7 +57,7 @@ from secateurs.core.gibbs_samplers import (
 from secateurs.core.granularity import Filter, Granularity, Kernel, NofM, Unstructured
 from secateurs.core.masks import MaskSet
 from secateurs.core.parametrize import MaskParametrization
-from secateurs.core.schedules import exponential
+from secateurs.core.schedules import exponential, polynomial
 from secateurs.core.selection import keep_count, select_global, select_per_group, topk_mask
 from secateurs.core.targets import Target
 from secateurs.errors import UsageError
@@ -120,6 +122,9 @@ LAYER_BETA_PRETRAINED = 10.0
 #: random 3x3 conv weights: kernel c = 1 left partial kernels that never reached it, filter c = 1
 #: sampled weights one by one).
 LAYER_COUPLING: dict[type[Granularity], float] = {Kernel: 4.0, Filter: 16.0}
+#: ``ramp_end`` when pruning a trained model (``--from``) and the option is unset: the share of the run
+#: over which the quantile target rises from 0 to the sparsity (chosen on the validation split).
+PRETRAINED_RAMP_END = 0.5
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -146,6 +151,11 @@ class GibbsConfig(MethodConfig):
             squared weights at that moment) and train the rest of the run at it; False keeps
             sampling at ``beta_end`` (the reference).
         sweeps: chromatic Gibbs sweeps per training step (filter granularity).
+        ramp_end: the share of the run over which the pruned fraction ``p`` (the quantile of the
+            fields and the ground state's count) rises from 0 to each layer's target on gmp's cubic
+            schedule; 0 = the paper (the target from the first step); None = 0.5 when pruning a
+            trained model (``--from``: the full target from the first step is a one-shot cut of the
+            trained network), 0 from scratch. Must end by ``anneal_end`` with ``fix_mask``.
     """
 
     coupling: float | None = field(default=None, metadata={"help": "Ising coupling c (kernel/filter)", "ge": 0.0})
@@ -158,9 +168,14 @@ class GibbsConfig(MethodConfig):
         "help": "layer (fields / mean w²) or absolute (reference)", "choices": BETA_SCALES})
     fix_mask: bool = field(default=True, metadata={"help": "fix the mask when the anneal ends"})
     sweeps: int = field(default=50, metadata={"help": "Gibbs sweeps per step (filter granularity)", "ge": 1})
+    ramp_end: float | None = field(default=None, metadata={
+        "help": "share of the run over which p rises from 0 (0: paper; default 0.5 with --from)", "ge": 0.0, "le": 1.0})
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.ramp_end is not None and self.fix_mask and self.ramp_end > self.anneal_end:
+            raise UsageError(f"ramp_end {self.ramp_end} comes after anneal_end {self.anneal_end}: the mask "
+                             f"would be fixed before the pruned fraction reaches the target")
         if type(self.granularity) not in _MODES:
             raise UsageError(
                 f"gibbs does not support granularity {self.granularity}; use unstructured, kernel, filter or N:M"
@@ -219,7 +234,10 @@ class GibbsMask(MaskParametrization):
     def __init__(self, config: GibbsConfig, weight_shape: torch.Size, generator: torch.Generator,
                  beta: float = 1.0, sparsity: float | None = None) -> None:
         super().__init__(config.granularity, weight_shape)
-        self.sparsity = float(config.sparsity or 0.0) if sparsity is None else sparsity  # an allocation's
+        #: The final pruned fraction (an allocation's, else the config's); :attr:`sparsity` is the
+        #: fraction of the current step, below it while the method's ramp runs (:meth:`set_sparsity`).
+        self.target_sparsity = float(config.sparsity or 0.0) if sparsity is None else sparsity
+        self.sparsity = self.target_sparsity
         self.scope = config.scope
         self.relative = config.relative
         self.coupling = config.resolved_coupling
@@ -240,6 +258,11 @@ class GibbsMask(MaskParametrization):
         self.register_buffer("frozen", torch.zeros((), dtype=torch.bool, device=device))
         self.register_buffer("fixed", torch.ones(unit_shape, dtype=torch.bool, device=device))
         self.last_keep: Tensor | None = None  # the latest training sample, for diagnostics
+
+    def set_sparsity(self, sparsity: float) -> None:
+        """Prune the fraction ``sparsity`` from now on (the quantile ``Q`` and the ground state's count)."""
+        self.sparsity = float(sparsity)
+        self.keep_units.fill_(keep_count(self.fixed.numel(), self.sparsity))
 
     def unit_scores(self, weight: Tensor) -> Tensor:
         """Mean squared weight of each unit (the energy's per-unit magnitude)."""
@@ -336,14 +359,36 @@ class GibbsPruning(PruningMethod):
     samples_masks = True
     config: GibbsConfig
 
+    def __init__(self, config: GibbsConfig) -> None:
+        super().__init__(config)
+        self._step = 0  # the step of the latest _advance (the global scope's point on the ramp)
+
     def make_parametrization(self, target: Target, weight: Tensor) -> MaskParametrization:
-        return GibbsMask(self.config, target.shape, self.generator, beta=self.beta_for_step(0),
+        mask = GibbsMask(self.config, target.shape, self.generator, beta=self.beta_for_step(0),
                          sparsity=self.sparsity_of(target.name))
+        mask.set_sparsity(self.sparsity_at(0, mask.target_sparsity))
+        return mask
+
+    @property
+    def ramp_steps(self) -> int:
+        """Steps over which the pruned fraction rises to its target (0: the target from the first step)."""
+        share = self.config.ramp_end
+        if share is None:
+            share = min(PRETRAINED_RAMP_END, self.config.anneal_end) if self.horizon.pretrained else 0.0
+        return round(share * self.horizon.total_steps)
+
+    def sparsity_at(self, step: int, target: float) -> float:
+        """The pruned fraction after ``step`` steps on the way to ``target``: gmp's cubic ramp."""
+        ramp = self.ramp_steps
+        if ramp == 0 or step >= ramp:
+            return target
+        return polynomial(0, ramp, 0.0, target, 3.0)(step)
 
     def attach(
         self, model: torch.nn.Module, targets: list[Target] | None = None, horizon: Horizon | None = None,
         **kwargs: Any,
     ) -> None:
+        self._step = 0
         super().attach(model, targets, horizon, **kwargs)
         self._refresh_global()  # the shared threshold is valid before the first step
 
@@ -382,8 +427,10 @@ class GibbsPruning(PruningMethod):
     def _advance(self, step: int) -> None:
         """Push β for the next step; fix the masks once the anneal is over (``fix_mask``)."""
         beta = self.beta_for_step(step)
+        self._step = step
         for p in self._masks():
             p.beta.fill_(beta)
+            p.set_sparsity(self.sparsity_at(step, p.target_sparsity))
         if self.config.fix_mask and step >= self.anneal_steps and not self.fixed:
             self._refresh_global()
             for _, p, weight in self.weights():
@@ -412,7 +459,7 @@ class GibbsPruning(PruningMethod):
         for name, p, weight in self.weights():
             assert isinstance(p, GibbsMask)
             scores[name], sizes[name], masks[name] = p.unit_scores(weight), gran.unit_size(weight.shape), p
-        keep = select_global(scores, sizes, float(self.config.sparsity or 0.0))
+        keep = select_global(scores, sizes, self.sparsity_at(self._step, float(self.config.sparsity or 0.0)))
         inf = float("inf")
         lowest_kept = torch.stack([s.masked_fill(~keep[n], inf).amin() for n, s in scores.items()]).amin()
         highest_removed = torch.stack([s.masked_fill(keep[n], -inf).amax() for n, s in scores.items()]).amax()
