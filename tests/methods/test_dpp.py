@@ -165,8 +165,7 @@ def test_logits_are_stepped_by_the_methods_adam_or_by_the_shared_optimizer(make_
 
 
 def test_magnitude_initialisation_starts_from_the_per_group_magnitude_mask(make_cnn):
-    # logit_init="auto"; ramp_end=0 so that the first mask is already at the target k.
-    method, model = attached(make_cnn, granularity="kernel", pretrained=True, ramp_end=0.0)
+    method, model = attached(make_cnn, granularity="kernel", pretrained=True)  # logit_init="auto"
     gran = parse_granularity("kernel")
     for name, entry in method.hard_masks().items():
         w = model.get_submodule(name.rpartition(".")[0]).parametrizations.weight.original
@@ -313,8 +312,8 @@ def test_mask_is_fixed_and_equal_to_the_top_k_of_the_logits_over_the_final_stret
 @pytest.mark.parametrize("granularity", ["unstructured", "filter"])
 def test_from_a_trained_model_k_ramps_from_n_to_the_target_with_exactly_k_of_n_at_every_step(
         granularity, make_cnn, make_image_batches):
-    method, model = attached(make_cnn, epochs=4, pretrained=True, granularity=granularity)  # 12 steps
-    assert method.ramp_steps == 6  # the default 0.5 of the run with --from
+    method, model = attached(make_cnn, epochs=4, pretrained=True, granularity=granularity, ramp_end=0.5)
+    assert method.ramp_steps == 6  # half of 12 steps
     step = [0]
     counts: dict[str, list[int]] = {}
     exact = []
@@ -343,13 +342,13 @@ def granularity_of(method):
     return method.config.granularity
 
 
-def test_ramp_follows_gmps_cubic_and_the_paper_option_cuts_to_k_at_once(make_cnn):
-    method, _ = attached(make_cnn, epochs=4, pretrained=True)
+def test_ramp_follows_gmps_cubic_and_the_default_cuts_to_k_at_once(make_cnn):
+    method, _ = attached(make_cnn, epochs=4, pretrained=True, ramp_end=0.5)
     n, k = 100, 10  # 90 pruned: cubic 90 * (1 - (1 - t)^3) over 6 steps
     expected = [n - round(90 * (1 - (1 - t / 6) ** 3)) for t in range(7)]
     assert [method.kept_at(n, k, t) for t in range(9)] == expected + [k, k]
-    for paper in (attached(make_cnn, epochs=4, pretrained=True, ramp_end=0.0)[0],
-                  attached(make_cnn, epochs=4, pretrained=False)[0]):  # from scratch: no ramp by default
+    for paper in (attached(make_cnn, epochs=4, pretrained=True)[0],  # the default (the paper's)
+                  attached(make_cnn, epochs=4, pretrained=False)[0]):
         assert paper.ramp_steps == 0 and paper.kept_at(n, k, 0) == k
         assert all(p.k == p.k_final for p in paper._masks())
     with pytest.raises(UsageError, match="ramp_end"):

@@ -27,15 +27,16 @@ B                   ``quant_bits``              joint fake quantization of the m
 Adam, lr 1e-3       ``logit_lr``                the logits' own Adam (``logit_optimizer``)
 (constant lr)       ``logit_lr_schedule``       ``run`` (default): times the run's lr multiplier
 (never fixed)       ``fix_fraction``            last share of the run at a fixed top-k (default 0.2)
-(k from step 0)     ``ramp_end``                k falls from n to its target over this share (--from)
+(k from step 0)     ``ramp_end``                k falls from n to its target over this share (default 0)
 (not in the paper)  ``rescale_init``            sqrt(n/k) fan-in correction of the initial weights
 ==================  ==========================  ===================================================
 
-The paper's schedule is ``logit_lr_schedule=constant fix_fraction=0 ramp_end=0``. By default the Gumbel
-noise falls linearly to 0 over the stretch before the last ``fix_fraction`` of the run, and that last
-stretch trains the weights at the fixed deterministic top-k of the logits (the evaluation mask). When
-pruning a trained model (``--from``) the kept count of every group falls from ``n`` to ``k`` on gmp's
-cubic schedule over the first ``ramp_end`` of the run instead of cutting to ``k`` at the first step.
+The paper's schedule is ``logit_lr_schedule=constant fix_fraction=0``. By default the Gumbel noise
+falls linearly to 0 over the stretch before the last ``fix_fraction`` of the run, and that last stretch
+trains the weights at the fixed deterministic top-k of the logits (the evaluation mask). With
+``ramp_end > 0`` the kept count of every group falls from ``n`` to ``k`` on gmp's cubic schedule over
+that share of the run instead of being ``k`` from the first step (off by default: it did not help on
+the validation cells, docs/results.md).
 
 Deviations and their reasons are listed in ``docs/methods/dpp.md``. The grouping and the
 parametrization live in :mod:`secateurs.methods.dpp_layers`; metrics, plots, the integer export and
@@ -78,9 +79,6 @@ __all__ = ["DPPConfig", "DynamicProbabilisticPruning"]
 _LOGIT_INITS = ("auto", "random", "magnitude")
 #: The reference trains the logits with Adam at lr 1e-3 (spec §3.6, §3.10).
 _REFERENCE_LOGIT_LR = 1e-3
-#: ``ramp_end`` when pruning a trained model (``--from``) and the option is unset: the share of the
-#: run over which k falls from n to its target (chosen on the validation split, docs/results.md).
-PRETRAINED_RAMP_END = 0.5
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -115,9 +113,8 @@ class DPPConfig(MethodConfig):
             0 = the reference (constant noise, masks sampled to the end).
         ramp_end: the share of the run over which every group's kept count falls from ``n`` to ``k``
             on the cubic schedule of gmp (exactly the scheduled count of n at every step; the
-            target k from then on); 0 = the paper (k from the first step); None = 0.5 when pruning
-            a trained model (``--from``: a one-shot cut of a trained network to k is a shock the
-            weights must recover from, as gmp's ramp avoids), 0 from scratch.
+            target k from then on); 0 = the paper and the default (k from the first step: unlike
+            Gibbs, DPP pruning a trained model gained nothing from the ramp on the validation cells).
         rescale_init: multiply each pruned weight by ``sqrt(n / k)`` at attach, so that a neuron
             reading k of n inputs starts with the activation scale its initialiser meant for n
             (the fan-in correction of sparse initialisation); None = on from scratch, off with ``--from``.
@@ -144,12 +141,12 @@ class DPPConfig(MethodConfig):
     quant_scale: str = field(default="tensor", metadata={"help": "tensor or channel scales", "choices": QUANT_SCALES})
     metric_samples: int = field(default=100, metadata={"help": "draws for the inclusion probabilities", "ge": 0})
     rescale_init: bool | None = field(default=None, metadata={"help": "sqrt(n/k) fan-in correction at attach"})
-    ramp_end: float | None = field(default=None, metadata={
-        "help": "share of the run over which k falls from n (0: paper; default 0.5 with --from)", "ge": 0.0, "lt": 1.0})
+    ramp_end: float = field(default=0.0, metadata={
+        "help": "share of the run over which k falls from n to its target (0: k from the start)", "ge": 0.0, "lt": 1.0})
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.ramp_end is not None and self.ramp_end + self.fix_fraction > 1.0:
+        if self.ramp_end + self.fix_fraction > 1.0:
             raise UsageError(f"ramp_end {self.ramp_end} + fix_fraction {self.fix_fraction} exceed the run; "
                              f"the kept count must reach k before the masks are fixed")
         if self.scope == "global":
@@ -273,10 +270,7 @@ class DynamicProbabilisticPruning(PruningMethod):
     @property
     def ramp_steps(self) -> int:
         """Steps over which the kept count falls from n to k (0: k from the first step)."""
-        share = self.config.ramp_end
-        if share is None:
-            share = PRETRAINED_RAMP_END if self.horizon.pretrained else 0.0
-        return round(share * self.horizon.total_steps)
+        return round(self.config.ramp_end * self.horizon.total_steps)
 
     def kept_at(self, n: int, k: int, step: int) -> int:
         """Kept count per group of ``n`` after ``step`` steps on the way to ``k``: the pruned count
