@@ -355,6 +355,18 @@ def test_ramp_follows_gmps_cubic_and_the_default_cuts_to_k_at_once(make_cnn):
         build_method("dpp", sparsity=S, ramp_end=0.9, fix_fraction=0.2)
 
 
+def test_a_trained_model_trains_at_the_deterministic_top_k_by_default_and_the_noise_is_one_option_away(make_cnn):
+    from_trained, _ = attached(make_cnn, pretrained=True)
+    scratch, _ = attached(make_cnn)
+    noisy, _ = attached(make_cnn, pretrained=True, noise_scale=0.1)
+    assert from_trained.noise_at(0) == 0.0 and all(p.noise_scale == 0.0 for p in from_trained._masks())
+    assert scratch.noise_at(0) == noisy.noise_at(0) == pytest.approx(0.1)
+    for method in (from_trained, scratch):  # at noise 0 a training draw is the top-k of the logits
+        method.model.train()
+        for p in method._masks():
+            assert torch.equal(p.unit_mask(None) > 0.5, p.hard_mask(None)) == (method is from_trained)
+
+
 def test_paper_schedule_samples_to_the_end(make_cnn, make_image_batches):
     method, model = attached(make_cnn, fix_fraction=0.0)
     assert method.fix_step is None and method.noise_at(10**6) == pytest.approx(0.1)
