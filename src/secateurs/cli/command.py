@@ -12,11 +12,16 @@ __all__ = ["Command", "positive_int", "write_out"]
 
 @dataclass(frozen=True)
 class Command:
-    """One subcommand: its help line, how it adds its arguments, and how it runs (returns the exit code)."""
+    """One subcommand: its help line, how it adds its arguments, and how it runs (returns the exit code).
+
+    ``distributed``: the command runs as one job of several processes under ``torchrun``
+    (data-parallel training); other commands refuse to be started several times.
+    """
 
     help: str
     add_arguments: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], int]
+    distributed: bool = False
 
 
 def write_out(text: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -66,13 +67,18 @@ def _execute(args: argparse.Namespace, pruning: bool) -> int:
     from secateurs.experiment.record import RunOrigin
     from secateurs.experiment.resume import require_resumable
     from secateurs.experiment.run import REPORT, execute
+    from secateurs.train.distributed import launched
 
     if args.resume:
         require_resumable(args.out, finished=REPORT)
     config = run_config_from_args(args, pruning=pruning)
     origin = RunOrigin(argv=["secateurs", *getattr(args, "argv", [])], sources=setting_sources(args, pruning=pruning))
-    report = execute(config, args.out, resume=args.resume, show_progress=sys.stderr.isatty(), origin=origin)
-    _out(_summary(report, args.out))
+    with launched() as world:  # under torchrun: join the other processes (data-parallel training)
+        if not world.is_main:
+            logging.getLogger().setLevel(logging.ERROR)  # rank 0 says it once
+        report = execute(config, args.out, resume=args.resume, show_progress=sys.stderr.isatty(), origin=origin)
+    if world.is_main:
+        _out(_summary(report, args.out))
     return 0
 
 
@@ -123,9 +129,10 @@ def _inspect_run(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Command] = {
     "list": Command("list registered methods, models, datasets, granularities, allocators or costs", _list_args, _list_run),
-    "train": Command("train a dense model (the reference for pruning)", _train_args, lambda a: _execute(a, False)),
+    "train": Command("train a dense model (the reference for pruning)", _train_args, lambda a: _execute(a, False),
+                     distributed=True),
     "prune": Command("prune a model with a method (from scratch or --from a trained model)", _prune_args,
-                     lambda a: _execute(a, True)),
+                     lambda a: _execute(a, True), distributed=True),
     "inspect": Command("show a run's report and per-layer table", _inspect_args, _inspect_run),
     "reproduce": REPRODUCE,
     "shrink": SHRINK,

@@ -56,6 +56,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _refuse_duplicates(command: str) -> None:
+    """Under ``torchrun`` with several processes only data-parallel commands run (train, prune): any
+    other would run once per process, side by side, writing the same files."""
+    from secateurs.train.distributed import launched_processes
+
+    processes = launched_processes()
+    if processes > 1 and not COMMANDS[command].distributed:
+        able = ", ".join(name for name, c in COMMANDS.items() if c.distributed)
+        raise UsageError(f"`secateurs {command}` runs in one process; torchrun started {processes} "
+                         f"(only {able} train with several processes)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
     parser = build_parser()
@@ -67,6 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.print_help(sys.stderr)
             return 2
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+        _refuse_duplicates(args.command)
         if getattr(args, "out", None):  # every --out is an output directory: refuse a bad one before any work
             check_output_dir(args.out)
         return int(args.handler(args) or 0)

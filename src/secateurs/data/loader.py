@@ -13,6 +13,7 @@ the original run saw, whatever device it trains on (the draws are made on the CP
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -20,7 +21,7 @@ import torch
 
 from secateurs.errors import UsageError
 
-__all__ = ["Augment", "TensorLoader", "epoch_generator", "random_crop", "random_hflip"]
+__all__ = ["Augment", "ShardBatch", "TensorLoader", "epoch_generator", "random_crop", "random_hflip"]
 
 _MASK64 = (1 << 64) - 1
 
@@ -123,6 +124,29 @@ def random_hflip(x: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 
+class ShardBatch(tuple):
+    """One process's share ``(x, y)`` of a batch; ``global_size`` counts the samples of the whole batch.
+
+    Unpacks like the ``(x, y)`` pair it is; a training loop weighs the share's loss by it (see
+    :meth:`TensorLoader.shard`).
+    """
+
+    global_size: int
+
+    def __new__(cls, x: torch.Tensor, y: torch.Tensor, global_size: int) -> ShardBatch:
+        batch = super().__new__(cls, (x, y))
+        batch.global_size = global_size
+        return batch
+
+
+def _share(start: int, stop: int, rank: int, count: int) -> tuple[int, int]:
+    """Part ``rank`` of ``count`` contiguous parts of ``range(start, stop)``, sizes as even as can be
+    (the first ``(stop - start) % count`` parts one longer); a part may be empty."""
+    base, extra = divmod(stop - start, count)
+    lo = start + rank * base + min(rank, extra)
+    return lo, lo + base + (rank < extra)
+
+
 class TensorLoader:
     """Iterate over ``(x, y)`` batches of an in-memory dataset.
 
@@ -175,6 +199,7 @@ class TensorLoader:
         self.seed = seed
         self.augment = augment if augment is not None and augment.enabled else None
         self._epoch = 0
+        self._rank, self._ranks = 0, 1  # see shard()
         self._x = x
         self._y = y
         if device is not None:
@@ -213,6 +238,27 @@ class TensorLoader:
         """
         self._epoch = int(epoch)
 
+    def shard(self, rank: int, count: int) -> TensorLoader:
+        """The share of process ``rank`` of ``count`` (data-parallel training): the same batches in the
+        same order with the same augmentation draws, each split into ``count`` contiguous parts;
+        this loader yields part ``rank`` of each as a :class:`ShardBatch`.
+
+        The batch size stays the global one and ``len()`` is unchanged, so every process takes the
+        steps of a one-process run. A part may be empty (a last batch smaller than ``count``).
+
+        Args:
+            rank: This process's index, in ``[0, count)``.
+            count: The number of processes.
+
+        Returns:
+            A new loader sharing this one's tensors (set its epoch on it).
+        """
+        if not 0 <= rank < count:
+            raise ValueError(f"rank {rank} is not in [0, {count})")
+        part = copy.copy(self)
+        part._rank, part._ranks = rank, count
+        return part
+
     def to(self, device: torch.device | str) -> TensorLoader:
         """Move the data to ``device`` (once; batches are then cut there).
 
@@ -250,20 +296,22 @@ class TensorLoader:
                 flips = (torch.rand(n, generator=gen) < 0.5).to(device)
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             stop = min(start + self.batch_size, n)
+            lo, hi = _share(start, stop, self._rank, self._ranks)  # the whole batch for one process
             if order is None:
-                xb, yb = self._x[start:stop], self._y[start:stop]  # views: no copy without shuffling
+                xb, yb = self._x[lo:hi], self._y[lo:hi]  # views: no copy without shuffling
             else:
-                idx = order[start:stop]
+                idx = order[lo:hi]
                 xb, yb = self._x.index_select(0, idx), self._y.index_select(0, idx)
             if augment is not None and offsets is not None and fill is not None:
-                xb = random_crop(xb, augment.crop_padding, offsets[start:stop], fill)
+                xb = random_crop(xb, augment.crop_padding, offsets[lo:hi], fill)
             if flips is not None:
-                xb = random_hflip(xb, flips[start:stop])
-            yield xb, yb
+                xb = random_hflip(xb, flips[lo:hi])
+            yield (xb, yb) if self._ranks == 1 else ShardBatch(xb, yb, stop - start)
 
     def __repr__(self) -> str:
         return (
             f"TensorLoader(samples={self.num_samples}, batch_size={self.batch_size}, shuffle={self.shuffle}, "
-            f"drop_last={self.drop_last}, augment={self.augment}, device={self.device})"
+            f"drop_last={self.drop_last}, augment={self.augment}, device={self.device}"
+            + (f", shard={self._rank}/{self._ranks})" if self._ranks > 1 else ")")
         )
 

@@ -214,11 +214,17 @@ def weights_fingerprint(source: str | None) -> dict[str, Any] | None:
 # ------------------------------------------------------------------------------------------ the file
 def start_record(out: Path, config_dict: Mapping[str, Any], origin: RunOrigin | None, *, device: torch.device,
                  deterministic: bool, data_files: Sequence[Path], data_generator: Mapping[str, Any] | None,
-                 from_checkpoint: str | None, resume: bool, given_options: Collection[str] = ()) -> dict[str, Any]:
-    """Write ``out/run.json`` as the run starts (a resumed run keeps its record and adds the resume)."""
+                 from_checkpoint: str | None, resume: bool, given_options: Collection[str] = (),
+                 processes: int = 1) -> dict[str, Any]:
+    """Write ``out/run.json`` as the run starts (a resumed run keeps its record and adds the resume).
+
+    ``processes``: how many data-parallel processes train the run (``torchrun``), when more than one.
+    """
     origin = origin or RunOrigin(argv=(), sources={})
     argv = list(origin.argv) if origin.argv else []
     env = environment(device, deterministic=deterministic)
+    if processes > 1:
+        env["processes"] = processes
     path = out / RECORD
     if resume and path.exists():
         record = read_record(out)

@@ -3,13 +3,17 @@
 A run directory holds ``config.yaml`` (resolved), ``metrics.jsonl`` (one line per epoch),
 ``checkpoint.pt`` (resumable state, written atomically each epoch), ``masks.safetensors`` (pruned
 runs), ``model.safetensors`` (final weights, masks baked in) and ``report.json``.
+
+Under ``torchrun`` (an initialised process group) every process executes the run: each trains on its
+share of every batch (:mod:`secateurs.train.distributed`), and rank 0 alone writes the run directory,
+searches an allocation (the others receive it) and measures and reports the result.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -25,6 +29,7 @@ from secateurs.methods import Horizon
 from secateurs.models import build_model
 from secateurs.train import fit
 from secateurs.train.checkpoint import checkpoint_weights, load_model_weights
+from secateurs.train.distributed import World
 from secateurs.train.loop import CHECKPOINT
 from secateurs.utils.io import load_safetensors, load_weights_only, read_json, save_json, save_safetensors
 from secateurs.utils.output_dir import check_output_dir
@@ -97,6 +102,7 @@ def execute(config: RunConfig, out: str | Path, *, resume: bool = False, show_pr
 
     ``origin`` (the command line and where each setting came from) goes into the run record,
     ``run.json``, with the software, machine and data the run used (:mod:`secateurs.experiment.record`).
+    Under ``torchrun`` every process calls this; rank 0 returns the report, the others an empty dict.
     """
     with deterministic_mode(config.deterministic):
         return _execute(config, Path(out), resume=resume, show_progress=show_progress, origin=origin)
@@ -109,7 +115,8 @@ def _execute(config: RunConfig, out: Path, *, resume: bool, show_progress: bool,
         return read_json(out / REPORT)
     _guard_run_dir(out, resume)
     check_output_dir(out, flag="run directory")
-    device = resolve_device(config.device)
+    world = World.current()
+    device = world.place(resolve_device(config.device))
     method = config.build_method()
     data = build_data(
         config.data, data_dir=config.data_dir, batch_size=config.train.batch_size, val_fraction=config.val_fraction,
@@ -129,36 +136,31 @@ def _execute(config: RunConfig, out: Path, *, resume: bool, show_progress: bool,
     if method is not None:
         method.bind_data(data)
     channel_groups = channel_groups_for(config, model, data.input_shape, device)
-    planned = None
+    planned: Any = None
+    allocated: _Allocated | None = None
     if method is not None:
-        from secateurs.experiment.allocate import plan_allocation
-
-        # A budget that cannot be met is a usage error here, before any training.
-        planned = plan_allocation(config, model, data, targets, channel_groups, out, resume=resume,
-                                  show_progress=show_progress)
-        if planned is not None:
-            method.use_allocation(planned.allocation.sparsities, planned.allocation.units)
-            if planned.problem.rounding_dropped is not None:  # exact counts meet the budget, rounded ones do not
+        planned, allocated = _plan(config, model, data, targets, channel_groups, out, world, resume=resume,
+                                   show_progress=show_progress)
+        if allocated is not None:
+            method.use_allocation(allocated.sparsities, allocated.units)
+            if allocated.exact_counts:  # exact counts meet the budget, rounded ones do not
                 config = config.with_overrides(round_to=1)
-    pretrained = bool(config.from_checkpoint) or bool(planned is not None and planned.pretrained)
+    pretrained = bool(config.from_checkpoint) or bool(allocated is not None and allocated.pretrained)
     if method is not None:
         # Attached before the run directory exists (fit would attach it first thing): a budget the
         # method cannot use (lottery rounds > epochs) is refused without leaving a directory behind.
         horizon = Horizon(config.train.epochs, len(data.train), pretrained=pretrained)
         method.attach(model, targets, horizon, channel_groups=channel_groups)
-    out.mkdir(parents=True, exist_ok=True)
-    config.save(out / CONFIG)
-    record = start_record(out, config.to_dict(), origin, device=device, deterministic=config.deterministic,
-                          data_files=data.files, data_generator=data.generator,
-                          from_checkpoint=config.from_checkpoint, resume=resume,
-                          given_options=tuple(sorted(config.declared_options)))
+    record = _start_run_dir(config, out, origin, device, data, resume=resume, world=world)
     eval_loader = data.val if data.val is not None else data.test
     result = fit(
         model, data.train, config=config.train, method=method, targets=targets, eval_loader=eval_loader,
         run_dir=out, resume=resume, pretrained=pretrained,
         show_progress=show_progress,
-        channel_groups=channel_groups,
+        channel_groups=channel_groups, world=world,
     )
+    if not world.is_main:
+        return {}  # every process holds the same model: rank 0 measures, saves and reports it
     masks: MaskSet | None = None
     extras: dict[str, Any] = {}
     if method is not None:
@@ -190,6 +192,65 @@ def _execute(config: RunConfig, out: Path, *, resume: bool, show_progress: bool,
     save_json(report, out / REPORT)
     finish_record(out, record)
     return report
+
+
+def _start_run_dir(config: RunConfig, out: Path, origin: RunOrigin | None, device: torch.device, data: Any, *,
+                   resume: bool, world: World) -> dict[str, Any]:
+    """Create the run directory with ``config.yaml`` and the run record (rank 0 only; {} elsewhere)."""
+    if not world.is_main:
+        return {}
+    out.mkdir(parents=True, exist_ok=True)
+    config.save(out / CONFIG)
+    return start_record(out, config.to_dict(), origin, device=device, deterministic=config.deterministic,
+                        data_files=data.files, data_generator=data.generator,
+                        from_checkpoint=config.from_checkpoint, resume=resume,
+                        given_options=tuple(sorted(config.declared_options)), processes=world.size)
+
+
+class _Allocated(NamedTuple):
+    """What every process of a run needs of its allocation (rank 0 plans it)."""
+
+    sparsities: dict[str, float]
+    units: dict[str, torch.Tensor]
+    pretrained: bool
+    #: The budget is met with exact unit counts only: the run drops the rounding of kept counts.
+    exact_counts: bool
+
+
+def _plan(config: RunConfig, model: nn.Module, data: Any, targets: Any, channel_groups: Any, out: Path, world: World,
+          *, resume: bool, show_progress: bool) -> tuple[Any, _Allocated | None]:
+    """The run's planned allocation (rank 0's; None on the others) and what the method takes of it
+    (every process's), or ``(None, None)`` without an allocator.
+
+    A budget that cannot be met is a usage error here, before any training. Rank 0 alone plans: a
+    search may train and measure, and it writes into the run directory.
+    """
+    from secateurs.experiment.allocate import plan_allocation
+
+    planned, allocated = None, None
+    if world.is_main:
+        planned = plan_allocation(config, model, data, targets, channel_groups, out, resume=resume,
+                                  show_progress=show_progress)
+        if planned is not None:
+            allocated = _Allocated(dict(planned.allocation.sparsities), dict(planned.allocation.units or {}),
+                                   bool(planned.pretrained), planned.problem.rounding_dropped is not None)
+    if world.distributed and config.allocator is not None:
+        allocated = _share_allocation(world, allocated, model)
+    return planned, allocated
+
+
+def _share_allocation(world: World, allocated: _Allocated | None, model: nn.Module) -> _Allocated | None:
+    """Rank 0's allocation, and its model weights (a search may have trained them first), on every process."""
+    device = next(model.parameters()).device
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()} if world.is_main else None
+    if allocated is not None:  # tensors travel on the CPU (a CUDA tensor would land on rank 0's GPU)
+        allocated = allocated._replace(units={k: v.cpu() for k, v in allocated.units.items()})
+    allocated, state = world.from_main((allocated, state))
+    if not world.is_main and state is not None:
+        model.load_state_dict(state)
+    if allocated is None:
+        return None
+    return allocated._replace(units={k: v.to(device) for k, v in allocated.units.items()})
 
 
 @torch.no_grad()

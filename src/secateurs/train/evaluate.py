@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from secateurs.train.distributed import World
 from secateurs.train.speed import to_memory_format
 
 __all__ = ["autocast_for", "evaluate", "masks_computed_once"]
@@ -35,10 +36,12 @@ def masks_computed_once(model: nn.Module):  # noqa: ANN201 - context manager
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable[tuple[Tensor, Tensor]], *, amp: bool = True,
-             channels_last: bool = False) -> dict[str, float]:
+             channels_last: bool = False, world: World | None = None) -> dict[str, float]:
     """Mean cross-entropy and top-1 accuracy (percent) in eval mode; restores the previous mode.
 
     Sums stay on the device until the end: one host synchronisation per evaluation, not per batch.
+    With a ``world`` of several processes, each evaluates its share of ``loader`` (a sharded one)
+    and the sums are added over the processes: every process returns the whole set's scores.
     """
     was_training = model.training
     model.eval()
@@ -58,6 +61,10 @@ def evaluate(model: nn.Module, loader: Iterable[tuple[Tensor, Tensor]], *, amp: 
                 count += y.numel()
     finally:
         model.train(was_training)
+    if world is not None and world.distributed:
+        counted = torch.tensor(count, device=device, dtype=torch.long)
+        world.sum_(loss_sum, correct, counted)
+        count = int(counted)
     if count == 0:
         return {"loss": float("nan"), "accuracy": float("nan")}
     return {"loss": float(loss_sum) / count, "accuracy": 100.0 * int(correct) / count}

@@ -12,6 +12,10 @@ steps one after another within each batch, so a replica's training is that of a 
 
 A run that diverges (a non-finite loss, weight or mask state) stops with a :class:`DivergedError`
 before anything of the bad epoch is logged or saved: the last checkpoint stays the last good one.
+
+Given a :class:`~secateurs.train.distributed.World` of several processes (``torchrun``), each
+process trains on its share of every batch with DistributedDataParallel and only rank 0 writes;
+:mod:`secateurs.train.distributed` says what the processes share and how.
 """
 
 from __future__ import annotations
@@ -27,10 +31,12 @@ import torch
 from torch import Tensor, nn
 
 from secateurs.core.targets import Target
+from secateurs.data.loader import ShardBatch
 from secateurs.errors import DivergedError, UsageError
 from secateurs.methods.base import Horizon, Phase, PruningMethod
 from secateurs.train.checkpoint import load_checkpoint, load_model_weights, restore_rng, save_checkpoint
 from secateurs.train.config import TrainConfig
+from secateurs.train.distributed import World
 from secateurs.train.evaluate import autocast_for, evaluate
 from secateurs.train.optim import build_optimizer, lr_factor
 from secateurs.train.progress import progress_bar
@@ -86,13 +92,34 @@ class Replica:
     tags: dict[str, Any] = field(default_factory=dict)
 
 
+class _Objective(nn.Module):
+    """What a training step differentiates: the network's output and the method's penalty, in one
+    forward pass, so that DistributedDataParallel sees every parameter the loss reads (the penalty
+    reads mask state outside the network). The penalty is computed without autocast."""
+
+    def __init__(self, net: nn.Module, method: PruningMethod | None) -> None:
+        super().__init__()
+        self.net = net
+        self.method = method  # not a module: its state lives in the network's parametrizations
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        out = self.net(x)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            extra = self.method.penalty() if self.method is not None else None
+        return out, extra
+
+
 class _Lane:
     """A replica in training: its compiled module, optimizer, history and the running epoch's sums."""
 
-    def __init__(self, replica: Replica, config: TrainConfig) -> None:
+    def __init__(self, replica: Replica, config: TrainConfig, world: World) -> None:
         self.model, self.method, self.tags = replica.model, replica.method, replica.tags
         # The module for forward passes (compiled or not); ``model`` itself is what gets saved.
         self.net = accelerate(replica.model, compile_mode=config.compile, channels_last=config.channels_last)
+        # What training steps call: network and penalty, inside DDP when several processes train.
+        self.objective = world.wrap(_Objective(self.net, replica.method),
+                                    may_freeze=replica.method is not None and bool(replica.method.mask_parameters()))
+        self.world = world
         self.config = config
         self.optimizer: torch.optim.Optimizer | None = None
         self.history: list[dict[str, Any]] = []
@@ -115,8 +142,11 @@ class _Lane:
         self.correct = torch.zeros((), device=self.device, dtype=torch.long)
         self.first_bad = torch.full((), -1, device=self.device, dtype=torch.long)
 
-    def step(self, x: Tensor, y: Tensor, step: int, scale: float) -> None:
-        """One optimizer step on the batch; ``step`` counts the steps done before it."""
+    def step(self, x: Tensor, y: Tensor, step: int, scale: float, global_size: int | None = None) -> None:
+        """One optimizer step on the batch; ``step`` counts the steps done before it.
+
+        ``global_size``: the batch is this process's share of a batch of that many samples.
+        """
         assert self.optimizer is not None
         config, method = self.config, self.method
         for g in self.optimizer.param_groups:
@@ -124,10 +154,16 @@ class _Lane:
         if method is not None:
             method.lr_scale = scale
         with autocast_for(self.device, config.amp):
-            out = self.net(x)
-            loss = nn.functional.cross_entropy(out.float(), y, label_smoothing=config.label_smoothing)
-        total = loss
-        extra: Tensor | None = method.penalty() if method is not None else None
+            out, extra = self.objective(x)
+            if global_size is None:
+                loss = nn.functional.cross_entropy(out.float(), y, label_smoothing=config.label_smoothing)
+                total, seen = loss, loss.detach() * y.numel()
+            else:
+                # DDP averages over the processes: W/N times each share's summed loss averages to the
+                # mean over the whole batch, however unevenly it was split (a share may be empty).
+                summed = nn.functional.cross_entropy(out.float(), y, label_smoothing=config.label_smoothing,
+                                                     reduction="sum")
+                total, seen = summed * (self.world.size / global_size), summed.detach()
         if extra is not None:
             total = total + extra
         self.first_bad = torch.where((self.first_bad < 0) & ~torch.isfinite(total.detach()), step + 1, self.first_bad)
@@ -138,8 +174,14 @@ class _Lane:
         self.optimizer.step()
         if method is not None:
             method.on_step(step + 1)
-        self.loss_sum += loss.detach() * y.numel()
+        self.loss_sum += seen
         self.correct += (out.detach().argmax(1) == y).sum()
+
+    def settle(self, epoch: int) -> None:
+        """Bring the processes' epoch sums together and check that they hold the same state."""
+        self.world.sum_(self.loss_sum, self.correct)
+        self.world.earliest_(self.first_bad)
+        self.world.settle(self.model, self.method, epoch=epoch + 1, tags=self.tags)
 
     def divergence(self) -> tuple[str, int | None] | None:
         """What went non-finite in this epoch (and the first bad step), or None."""
@@ -160,7 +202,8 @@ class _Lane:
             record["sparsity"] = self.method.hard_masks().sparsity()
             record.update(self.method.on_epoch_end(epoch))
         if eval_loader is not None:
-            scores = evaluate(self.net, eval_loader, amp=self.config.amp, channels_last=self.config.channels_last)
+            scores = evaluate(self.net, eval_loader, amp=self.config.amp, channels_last=self.config.channels_last,
+                              world=self.world)
             record.update({f"eval_{k}": v for k, v in scores.items()})
         return record
 
@@ -181,20 +224,22 @@ def _phase_bounds(phases: Sequence[Phase]) -> list[tuple[int, int]]:
 def _train_epoch(lanes: list[_Lane], loader: EpochLoader, config: TrainConfig, *, step: int, phase_step0: int,
                  factor: Any, progress: Any) -> tuple[int, int]:
     """One epoch of every lane on the same batches; returns the step count and the samples seen."""
-    device = lanes[0].device
+    device, world = lanes[0].device, lanes[0].world
     count = 0
-    for x, y in loader:
+    for batch in loader:
+        x, y = batch
+        global_size = batch.global_size if isinstance(batch, ShardBatch) else None
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         x = to_memory_format(x, config.channels_last)
         scale = factor(step - phase_step0)
         for lane in lanes:
-            lane.step(x, y, step, scale)
+            lane.step(x, y, step, scale, global_size)
         step += 1
         count += y.numel()
         if progress is not None:
             progress()
-        if step % DIVERGENCE_CHECK_STEPS == 0 and any(int(lane.first_bad) >= 0 for lane in lanes):
-            break  # the rest of the epoch would train on NaN
+        if step % DIVERGENCE_CHECK_STEPS == 0 and world.any(any(int(lane.first_bad) >= 0 for lane in lanes), device):
+            break  # the rest of the epoch would train on NaN (every process stops alike)
     return step, count
 
 
@@ -237,9 +282,11 @@ class _Training:
     """The state of one ``fit_replicas`` call: its lanes, counters and run directory."""
 
     def __init__(self, lanes: list[_Lane], loader: EpochLoader, config: TrainConfig, eval_loader: Any,
-                 run_path: Path | None, callbacks: Sequence[Callback]) -> None:
+                 run_path: Path | None, callbacks: Sequence[Callback], world: World) -> None:
         self.lanes, self.loader, self.config, self.eval_loader = lanes, loader, config, eval_loader
-        self.run_path, self.callbacks = run_path, callbacks
+        self.run_path, self.callbacks, self.world = run_path, callbacks, world
+        # Only rank 0 writes the run directory; every rank reads its checkpoint when resuming.
+        self.write_path = run_path if world.is_main else None
         self.phases = _shared_phases(lanes)
         self.bounds = _phase_bounds(self.phases)
         self.steps = len(loader)
@@ -250,11 +297,13 @@ class _Training:
         """Clean the run directory of a killed run's leftovers; load the checkpoint when resuming."""
         if self.run_path is None:
             return
-        remove_stale_temporaries(self.run_path)
+        if self.write_path is not None:
+            remove_stale_temporaries(self.write_path)
         if resume and (self.run_path / CHECKPOINT).exists():
             self._restore(self.run_path / CHECKPOINT)
-        # Lines of epochs after the checkpoint (a kill between the two writes) are dropped.
-        trim_jsonl(self.run_path / METRICS, lambda record: record.get("epoch", 0) <= self.epochs_done)
+        if self.write_path is not None:
+            # Lines of epochs after the checkpoint (a kill between the two writes) are dropped.
+            trim_jsonl(self.write_path / METRICS, lambda record: record.get("epoch", 0) <= self.epochs_done)
 
     def _restore(self, path: Path) -> None:
         state = load_checkpoint(path, self.lanes[0].device)
@@ -295,6 +344,9 @@ class _Training:
             lane.start_epoch(epoch)
         self.step, count = _train_epoch(self.lanes, self.loader, self.config, step=self.step,
                                         phase_step0=phase_step0, factor=factor, progress=progress)
+        count = self.world.total(count, self.lanes[0].device)
+        for lane in self.lanes:
+            lane.settle(epoch)
         for lane in self.lanes:
             if (bad := lane.divergence()) is not None:
                 raise _diverged(bad[0], lane, epoch + 1, bad[1], self.run_path, self.epochs_done)
@@ -311,10 +363,10 @@ class _Training:
         for lane, record in zip(self.lanes, records, strict=True):
             lane.history.append(record)
         self.epochs_done = records[0]["epoch"]
-        if self.run_path is not None:
+        if self.write_path is not None:
             for record in records:
-                append_jsonl(record, self.run_path / METRICS)
-            save_checkpoint(self.run_path / CHECKPOINT, replicas=[
+                append_jsonl(record, self.write_path / METRICS)
+            save_checkpoint(self.write_path / CHECKPOINT, replicas=[
                 {"model": lane.model, "optimizer": lane.optimizer, "method": lane.method, "history": lane.history}
                 for lane in self.lanes
             ], epochs_done=self.epochs_done, step=self.step)
@@ -333,6 +385,7 @@ def fit_replicas(
     resume: bool = False,
     callbacks: Sequence[Callback] = (),
     show_progress: bool = False,
+    world: World | None = None,
 ) -> list[FitResult]:
     """Train every replica for ``config.epochs`` epochs on the same batches (one data pass).
 
@@ -342,12 +395,14 @@ def fit_replicas(
     """
     if not replicas:
         raise ValueError("fit_replicas needs at least one replica")
-    lanes = [_Lane(r, config) for r in replicas]
+    world = world or World()
+    train_loader, eval_loader = world.shard(train_loader), world.shard(eval_loader)
+    lanes = [_Lane(r, config, world) for r in replicas]
     training = _Training(lanes, train_loader, config, eval_loader, Path(run_dir) if run_dir is not None else None,
-                         callbacks)
+                         callbacks, world)
     training.prepare(resume)
     steps = len(train_loader)
-    bar = progress_bar(show_progress, total=config.epochs * steps, done=training.epochs_done * steps)
+    bar = progress_bar(show_progress and world.is_main, total=config.epochs * steps, done=training.epochs_done * steps)
     try:
         training.run(bar.advance if bar is not None else None)
     finally:
@@ -356,7 +411,8 @@ def fit_replicas(
     results = [lane.result() for lane in lanes]
     for lane, result in zip(lanes, results, strict=True):
         if not result.final and eval_loader is not None:
-            result.final = evaluate(lane.net, eval_loader, amp=config.amp, channels_last=config.channels_last)
+            result.final = evaluate(lane.net, eval_loader, amp=config.amp, channels_last=config.channels_last,
+                                    world=world)
     return results
 
 
@@ -374,6 +430,7 @@ def fit(
     callbacks: Sequence[Callback] = (),
     show_progress: bool = False,
     channel_groups: Sequence[ChannelGroup] | None = None,
+    world: World | None = None,
 ) -> FitResult:
     """Train ``model`` (pruning it with ``method`` if given) for ``config.epochs`` epochs.
 
@@ -391,6 +448,10 @@ def fit(
         show_progress: draw a progress bar on the terminal.
         channel_groups: the model's channel groups, for a filter-granularity method to prune coupled
             channels together (see :meth:`PruningMethod.attach`).
+        world: the processes training together (``World.current()`` under ``torchrun``, after
+            ``torch.distributed.init_process_group``); default one process. Each process passes the
+            whole loaders: it trains and evaluates on its share (``--batch-size`` is the global
+            batch), and only rank 0 writes into ``run_dir``. See :mod:`secateurs.train.distributed`.
 
     Returns:
         The history of epoch records and the final evaluation.
@@ -403,4 +464,5 @@ def fit(
         horizon = Horizon(config.epochs, len(train_loader), pretrained=pretrained)
         method.attach(model, targets, horizon, channel_groups=channel_groups)
     return fit_replicas([Replica(model, method)], train_loader, config=config, eval_loader=eval_loader,
-                        run_dir=run_dir, resume=resume, callbacks=callbacks, show_progress=show_progress)[0]
+                        run_dir=run_dir, resume=resume, callbacks=callbacks, show_progress=show_progress,
+                        world=world)[0]
