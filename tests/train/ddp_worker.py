@@ -28,7 +28,8 @@ from secateurs.methods import build_method
 from secateurs.train import TrainConfig, fit
 from secateurs.train.distributed import World, launched
 
-METHODS = {name: {"sparsity": 0.75} for name in ("gmp", "cs", "dpp", "gibbs", "random")}
+METHODS = {**{name: {"sparsity": 0.75} for name in ("gmp", "cs", "dpp", "gibbs", "random")},
+           "lottery": {"sparsity": 0.75, "rounds": 1}}  # a round, then the rewind and the ticket's round
 CONFIG = TrainConfig(epochs=2, batch_size=30, lr=0.05)
 
 

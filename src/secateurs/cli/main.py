@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _refuse_duplicates(command: str) -> None:
     """Under ``torchrun`` with several processes only data-parallel commands run (train, prune): any
     other would run once per process, side by side, writing the same files."""
-    from secateurs.train.distributed import launched_processes
+    from secateurs.utils.torchrun import launched_processes
 
     processes = launched_processes()
     if processes > 1 and not COMMANDS[command].distributed:

@@ -42,17 +42,13 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from secateurs.errors import DivergedError, UsageError
+from secateurs.utils.torchrun import launched_processes
 
 __all__ = ["World", "launched", "launched_processes"]
 
 #: How long a collective waits for a slow process before the run fails (an allocation search or a
 #: long evaluation on one process keeps the others waiting).
 TIMEOUT = datetime.timedelta(hours=2)
-
-
-def launched_processes() -> int:
-    """How many processes ``torchrun`` started for this job (1 when not launched by it)."""
-    return int(os.environ.get("WORLD_SIZE", "1") or 1)
 
 
 @dataclass(frozen=True)
