@@ -63,9 +63,9 @@ def _refuse_duplicates(command: str) -> None:
 
     processes = launched_processes()
     if processes > 1 and not COMMANDS[command].distributed:
-        able = ", ".join(name for name, c in COMMANDS.items() if c.distributed)
+        able = " and ".join(name for name, c in COMMANDS.items() if c.distributed)
         raise UsageError(f"`secateurs {command}` runs in one process; torchrun started {processes} "
-                         f"(only {able} train with several processes)")
+                         f"(only {able} run data-parallel)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
