@@ -141,10 +141,7 @@ def _execute(config: RunConfig, out: Path, *, resume: bool, show_progress: bool,
     if method is not None:
         planned, allocated = _plan(config, model, data, targets, channel_groups, out, world, resume=resume,
                                    show_progress=show_progress)
-        if allocated is not None:
-            method.use_allocation(allocated.sparsities, allocated.units)
-            if allocated.exact_counts:  # exact counts meet the budget, rounded ones do not
-                config = config.with_overrides(round_to=1)
+        config = _apply_allocation(method, allocated, config)
     pretrained = bool(config.from_checkpoint) or bool(allocated is not None and allocated.pretrained)
     if method is not None:
         # Attached before the run directory exists (fit would attach it first thing): a budget the
@@ -215,6 +212,15 @@ class _Allocated(NamedTuple):
     pretrained: bool
     #: The budget is met with exact unit counts only: the run drops the rounding of kept counts.
     exact_counts: bool
+
+
+def _apply_allocation(method: Any, allocated: _Allocated | None, config: RunConfig) -> RunConfig:
+    """Give the method its allocation; the run's config, without rounding where only exact counts
+    meet the budget."""
+    if allocated is None:
+        return config
+    method.use_allocation(allocated.sparsities, allocated.units)
+    return config.with_overrides(round_to=1) if allocated.exact_counts else config
 
 
 def _plan(config: RunConfig, model: nn.Module, data: Any, targets: Any, channel_groups: Any, out: Path, world: World,
