@@ -4,7 +4,8 @@ As in ``test_zoo.py``: prune 30 % of the channels of every exactly removable gro
 the shrunk model to the masked one (equal outputs) and to the predicted size. Each family brings
 something the torchvision models do not: CSP's concatenation of slices, NF-Net's weight-standardized
 convolutions with a per-channel gain, MixNet's mixed convolutions (a split at fixed sizes of a
-concatenation), LeViT's cached attention biases. The full sweep is
+concatenation), LeViT's channels-last subsampling and cached attention biases, ConvNeXt-V2's
+channels-first LayerNorms (masked) and global response normalisation. The full sweep is
 ``benchmarks/structured/timm_coverage.py``.
 """
 
@@ -24,7 +25,8 @@ from ._helpers import group_masks, outputs, randomize_, squash_
 pytest.importorskip("timm")
 
 
-@pytest.mark.parametrize("name", ["resnet10t", "cs3darknet_focus_s", "nf_regnet_b0", "mixnet_s"])
+@pytest.mark.parametrize("name", ["resnet10t", "cs3darknet_focus_s", "nf_regnet_b0", "mixnet_s", "levit_128s",
+                                  "convnextv2_atto"])
 def test_timm_model_shrinks_to_an_equal_smaller_model_of_the_predicted_size(name):
     torch.manual_seed(0)
     model = randomize_(build_model(f"timm:{name}", in_channels=3, num_classes=10, image_size=32))

@@ -18,7 +18,7 @@ MAPPING = tp.dependency.index_mapping
 def upstream() -> tuple:
     group = tp.dependency.group.Group
     return (MAPPING.update_concat_index_mapping, MAPPING.update_reshape_index_mapping,
-            MAPPING._FlattenIndexMapping.__call__, MAPPING.update_split_index_mapping, group.add_dep, group.has_pruning_op, group.add_and_merge)
+            MAPPING._FlattenIndexMapping.__call__, MAPPING.update_split_index_mapping, MAPPING.update_slice_index_mapping, group.add_dep, group.has_pruning_op, group.add_and_merge)
 
 
 def test_the_fixes_were_checked_against_the_installed_torch_pruning():
@@ -121,3 +121,35 @@ def test_each_consumer_of_a_split_reads_its_own_slice_and_cuts_follow_the_new_of
     assert not result.refused and result.model.mixed.splits == [2, 4]
     expected = outputs(reference_model(model, result.groups, result.plan), x)
     torch.testing.assert_close(outputs(result.model, x), expected, rtol=0, atol=1e-5)
+
+
+class ChannelsLastSubsample(nn.Module):
+    """Tokens (B, 16, 8) viewed as a 4x4 grid, every second row and column kept (LeViT's Subsample)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.fc = nn.Linear(3, 8), nn.Linear(8, 6), nn.Linear(6, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.a(x)
+        b, _, c = y.shape  # (B, 16, 8)
+        y = y.view(b, 4, 4, c)[:, ::2, ::2].reshape(b, -1, c)
+        return self.fc(self.b(y).mean(1))
+
+
+def test_a_slice_of_rows_in_a_channels_last_tensor_keeps_every_channel():
+    from secateurs.structured import group_filter_masks, reference_model, shrink
+
+    from ._helpers import outputs, randomize_, squash_
+
+    model = randomize_(ChannelsLastSubsample())
+    x = torch.randn(2, 16, 3)
+    groups = coupled_channel_groups(model, x[:1])
+    (reader,) = [m for g in groups if g.root == "a" for m in g.members if m.role == "in"]
+    assert reader.param == "b.weight" and sorted(reader.index) == list(range(8))  # not every second one
+    masks = group_filter_masks(model, groups, {"a": torch.tensor([True, False] * 4)})
+    squash_(model, masks)
+    result = shrink(model, masks, x[:1], groups=groups)
+    assert not result.refused and result.model.b.in_features == 4
+    torch.testing.assert_close(outputs(result.model, x), outputs(reference_model(model, result.groups, result.plan), x),
+                               rtol=0, atol=1e-5)

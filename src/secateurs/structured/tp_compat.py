@@ -17,7 +17,11 @@ that the fixes are re-checked, and tests of the upstream behaviours fail once a 
    in another order (MixNet's mixed convolutions split a concatenation of two convolutions), the
    channels of one slice are mapped onto the layer reading the other. Each consumer gets the slice
    its autograd edge comes from instead (the ``input_nr`` of the edge to the split).
-5. ``DependencyGraph.get_pruning_group`` can take minutes on sliced and recombined channels
+5. ``index_mapping.update_slice_index_mapping`` takes a slice along dimension 1 of any 4-D tensor for
+   a slice of channels: on a channels-last ``(B, H, W, C)`` tensor (LeViT's subsampling
+   ``x.view(B, H, W, C)[:, ::2, ::2]``) it maps a stride over rows onto the channels. A slice whose
+   dimension does not have the input's channel count is left unmapped (it keeps every channel).
+6. ``DependencyGraph.get_pruning_group`` can take minutes on sliced and recombined channels
    (ReXNet, DPN): the bounded group search of :mod:`secateurs.structured.tp_speedups`.
 
 The fixes replace module attributes and ``Group`` methods of torch-pruning, so they are installed by
@@ -101,6 +105,21 @@ def _split_by_output(update: Any, tp: Any) -> Any:
     return update_split_index_mapping
 
 
+def _channel_slices_only(update: Any, tp: Any) -> Any:
+    infer = tp.dependency.shape_infer.infer_out_channels_recursively
+
+    def update_slice_index_mapping(graph: Any, node: Any) -> None:  # fix 5
+        grad_fn = node.grad_fn
+        sizes, dim = getattr(grad_fn, "_saved_self_sym_sizes", None), getattr(grad_fn, "_saved_dim", None)
+        if node.type == tp.ops.OPTYPE.SLICE and sizes is not None and isinstance(dim, int) and -len(sizes) <= dim < len(sizes):
+            channels = next((c for c in (infer(graph, n, [0]) for n in node.inputs) if c), None)
+            if channels is not None and int(sizes[dim]) != channels:
+                return  # a slice of rows, columns or tokens: the channels pass unchanged
+        update(graph, node)
+
+    return update_slice_index_mapping
+
+
 def _bounded(call: Any) -> Any:
     def bounded_call(self: Any, idxs: Any) -> Any:  # fix 3
         size = len(idxs) * (1 if self.reverse else self._stride)
@@ -125,14 +144,15 @@ def patched(tp: Any) -> Iterator[None]:
             _BUDGET.depth -= 1
         return
     originals = (module.update_concat_index_mapping, module.update_reshape_index_mapping, flatten.__call__,
-                 module.update_split_index_mapping)
+                 module.update_split_index_mapping, module.update_slice_index_mapping)
     group_class = tp.dependency.group.Group
-    search = bounded_search_patches(tp)  # fix 5
+    search = bounded_search_patches(tp)  # fix 6
     shipped = {name: group_class.__dict__[name] for name in search}
     module.update_concat_index_mapping = _tolerant(originals[0])
     module.update_reshape_index_mapping = _tolerant(originals[1])
     flatten.__call__ = _bounded(originals[2])
     module.update_split_index_mapping = _split_by_output(originals[3], tp)
+    module.update_slice_index_mapping = _channel_slices_only(originals[4], tp)
     for name, method in search.items():
         setattr(group_class, name, method)
     _BUDGET.depth, _BUDGET.used = 1, 0
@@ -140,7 +160,7 @@ def patched(tp: Any) -> Iterator[None]:
         yield
     finally:
         (module.update_concat_index_mapping, module.update_reshape_index_mapping, flatten.__call__,
-         module.update_split_index_mapping) = originals
+         module.update_split_index_mapping, module.update_slice_index_mapping) = originals
         for name, method in shipped.items():
             setattr(group_class, name, method)
         _BUDGET.depth = 0
