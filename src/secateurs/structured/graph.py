@@ -277,7 +277,8 @@ class ChannelGraph:
             sizes = getattr(node.module, "split_sizes", None) if node.type == tp.ops.OPTYPE.SPLIT else None
             if sizes and getattr(node.module, "offsets", None) is not None:
                 node.module.offsets = [0, *itertools.accumulate(sizes)]
-        with patched(tp):
+        with patched(tp), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # its shape inference warns on deep recursion
             for node in nodes:
                 mapping = tp.dependency.index_mapping
                 update = mapping.update_split_index_mapping if node.type == tp.ops.OPTYPE.SPLIT \
