@@ -129,3 +129,20 @@ def test_lossy_float_storage_reports_the_accuracy_it_costs(runs, tmp_path, capsy
     compressed = json.loads((out / "report.json").read_text())["compressed"]
     assert not compressed["lossless"] and compressed["lossy_tensors"] and compressed["codec"] == "zstd"
     assert {"accuracy_run", "accuracy_compressed", "max_abs_diff_vs_run"} <= compressed.keys()
+
+
+def test_a_vit_filter_run_shrinks_its_embedding_dimension_to_the_run_s_outputs(tmp_path, capsys):
+    """The done-when flow of issue 20 (ViT-Tiny at 28x28: one patch and the class token): LayerNorms
+    normalised over the kept channels during the run, and again on the loaded run, so the shrunk
+    model equals the run."""
+    pytest.importorskip("timm")
+    run, out = tmp_path / "run", tmp_path / "shrunk"
+    assert main(["prune", "--model", "timm:vit_tiny_patch16_224", *QUICK, "--method", "magnitude", "--granularity", "filter",
+                 "--sparsity", "0.3", "--out", str(run)]) == 0
+    assert main(["shrink", str(run), "--out", str(out), "--round-to", "8"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["prediction_matches"] and not report["refused"]
+    assert report["params_after"] <= 0.55 * report["params_before"]  # 30 % of every group, embedding included
+    assert report["max_abs_diff_vs_run"] <= 1e-4 and report["accuracy_shrunk"] == report["accuracy_run"]
+    model = secateurs.load_shrunk(out)
+    assert model.pos_embed.shape[-1] < 192 and model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
