@@ -119,7 +119,11 @@ class MaskedNorm:
         dim = _channel_dim(module, x) if gate is not None else None
         if dim is None:
             return output
-        return masked_layer_norm(x, gate.to(x.device), module.weight, module.bias, module.eps, dim)
+        # In float32 whatever the input, as autocast runs layer_norm; returned as the norm returned.
+        weight = None if module.weight is None else module.weight.float()
+        bias = None if module.bias is None else module.bias.float()
+        y = masked_layer_norm(x.float(), gate.to(x.device), weight, bias, module.eps, dim)
+        return y.to(output.dtype)
 
     @torch.no_grad()
     def frozen(self, module: nn.Module) -> MaskedNorm:
