@@ -36,7 +36,7 @@ from pathlib import Path
 RESULTS = Path(__file__).parent / "results"
 FAMILIES = RESULTS / "timm_families.json"
 ROWS = RESULTS / "timm_coverage.jsonl"
-SIZES = (64, 96, 224)
+SIZES = (64, 96, 224, 240, 256)  # the last two for models built for them only (CrossViT, HaloNet)
 PRUNE = 0.3
 MAX_PARAMS = 60_000_000
 
