@@ -157,8 +157,14 @@ def measure(family: str, name: str) -> dict:
         last = traceback.extract_tb(exc.__traceback__)[-1]
         row.update(status="error", error=f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''} "
                                          f"({Path(last.filename).name}:{last.lineno})")
+    _emit(row)  # ours is on record even if Torch-Pruning's pruner then runs out of time
     row.update(_torch_pruning(model, x))
     return row
+
+
+def _emit(row: dict) -> None:
+    sys.stdout.write(json.dumps(row) + "\n")
+    sys.stdout.flush()
 
 
 def _child(family: str, name: str, memory_gb: float) -> None:
@@ -168,8 +174,7 @@ def _child(family: str, name: str, memory_gb: float) -> None:
         row = measure(family, name)
     except Exception as exc:  # noqa: BLE001 - record the failure, keep sweeping
         row = {"family": family, "model": name, "status": "error", "error": f"{type(exc).__name__}: {str(exc)[:160]}"}
-    sys.stdout.write(json.dumps(row) + "\n")
-    sys.stdout.flush()
+    _emit(row)
 
 
 def sweep(limit: int | None, timeout: float, memory_gb: float, only: list[str] | None,
@@ -192,8 +197,11 @@ def sweep(limit: int | None, timeout: float, memory_gb: float, only: list[str] |
             row = json.loads(lines[-1]) if lines else {
                 "family": family, "model": name, "status": "error",
                 "error": (proc.stderr.strip().splitlines() or ["crashed"])[-1][:200]}
-        except subprocess.TimeoutExpired:
-            row = {"family": family, "model": name, "status": "timeout", "error": f"over {timeout:.0f} s"}
+        except subprocess.TimeoutExpired as exc:
+            out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+            lines = [ln for ln in out.splitlines() if ln.startswith("{")]
+            row = ({**json.loads(lines[-1]), "tp_status": "timeout", "tp_error": f"over {timeout:.0f} s in all"}
+                   if lines else {"family": family, "model": name, "status": "timeout", "error": f"over {timeout:.0f} s"})
         kept = [line for line in (ROWS.read_text().splitlines() if ROWS.exists() else [])
                 if line.strip() and json.loads(line)["family"] != family]
         ROWS.write_text("".join(line + "\n" for line in [*kept, json.dumps(row)]))
@@ -215,7 +223,7 @@ def table() -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ours = r["status"] if r["status"] != "error" else f"error: `{r.get('error', '')[:80]}`"
-        tp = f"{r['tp_removed']:.1%}" if r.get("tp_status") == "runs" else (
+        tp = f"{r['tp_removed']:.1%}" if r.get("tp_status") == "runs" else "timeout" if r.get("tp_status") == "timeout" else (
             f"fails: `{r.get('tp_error', '')[:60]}`" if r.get("tp_status") else "")
         if "groups" in r:
             lines.append(f"| {r['family']} | {r['model']} | {r['input']} | {r['params'] / 1e6:.1f}M "
