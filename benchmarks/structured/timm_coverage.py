@@ -213,10 +213,13 @@ def table() -> str:
     rows = sorted((json.loads(line) for line in ROWS.read_text().splitlines() if line.strip()),
                   key=lambda r: r["family"])
     passed = sum(r["status"] == "pass" for r in rows)
-    errors = sum(r["status"] == "error" for r in rows)
+    unbuilt = sum(r["status"] == "error" and r.get("error", "").startswith("RuntimeError: no input size") for r in rows)
+    errors = sum(r["status"] == "error" for r in rows) - unbuilt
+    timeouts = sum(r["status"] == "timeout" for r in rows)
     tp_runs = sum(r.get("tp_status") == "runs" for r in rows)
     lines = [f"**{passed} of {len(rows)} families pass** (shrunk == masked within 1e-4 relative, params and MACs as "
-             f"predicted, something removed); {errors} raw errors; Torch-Pruning's MetaPruner runs on {tp_runs}.",
+             f"predicted, something removed); {errors} raw errors; {timeouts} over the time limit; {unbuilt} not "
+             f"built at any tried input size; Torch-Pruning's MetaPruner runs on {tp_runs}.",
              "",
              "| family | model | input | params | groups (removable / exact) | refused | trace s | ours: removed "
              "| ours: result | TP: removed | total s |",
