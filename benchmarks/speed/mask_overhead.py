@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch.utils.benchmark import Timer
 
+from secateurs.core.targets import select_targets
 from secateurs.methods import Horizon, build_method
 from secateurs.models import build_model
 from secateurs.train.config import TrainConfig
@@ -109,10 +110,19 @@ def measure(model_name: str, batch: int, labels: list[str], args: argparse.Names
             timer = Timer(stmt="step()", globals={"step": step}, num_threads=args.threads, timer=clock)
             times[label].append(timer.timeit(args.number).mean)
     dense = statistics.median(times["dense"])
+    # A floor for methods that sample fresh masks: one uniform draw per pruned weight per step (what
+    # DPP's Gumbel noise and Gibbs' unstructured sampler need at least; the filter sampler draws one per
+    # weight and sweep).
+    model = build_model(model_name, in_channels=1, num_classes=10, image_size=(28, 28))
+    pruned = sum(t.shape.numel() for t in select_targets(model))
+    gen = torch.Generator().manual_seed(0)
+    draw = Timer(stmt="torch.rand(n, generator=g)", globals={"torch": torch, "n": pruned, "g": gen},
+                 num_threads=args.threads, timer=clock)
+    times["uniform draw per pruned weight"] = [draw.timeit(args.number * 10).mean for _ in range(args.rounds)]
     rows = []
     for label, values in times.items():
         median = statistics.median(values)
-        method = CONFIGS[label][0]
+        method = CONFIGS[label][0] if label in CONFIGS else None
         rows.append({"model": model_name, "batch": batch, "config": label, "median_ms": 1000 * median,
                      "min_ms": 1000 * min(values), "max_ms": 1000 * max(values), "ratio": median / dense,
                      "goal": GOALS.get(method or ""), "samples_ms": [1000 * v for v in values]})

@@ -8,7 +8,7 @@ import torch
 from secateurs.core.granularity import Kernel, Unstructured
 from secateurs.core.gumbel import k_hot
 from secateurs.methods import Horizon, build_method
-from secateurs.methods._cs_gate import CSGate, _ScaleGrad
+from secateurs.methods._cs_gate import CSGate, _ScaleGrad, pruned_fraction
 
 
 def _reference_topk(logits: torch.Tensor, k: int) -> torch.Tensor:
@@ -121,3 +121,15 @@ def test_cs_penalty_recomputes_the_gate_when_the_state_changed_since_the_forward
     with torch.no_grad():
         gate.beta.fill_(9.0)  # the method pushed a new β after the forward pass
     assert torch.equal(gate.l1(), _plain_soft_gate(gate).sum() * gate.unit_size)
+
+
+@pytest.mark.parametrize("size", [1, 7, 1000, 50_001])
+def test_pruned_fraction_equals_the_mean_of_the_float_mask(size):
+    g = torch.Generator().manual_seed(size)
+    for shift in (-1.0, 0.0, 0.3, 2.0):
+        scores = torch.randn(size, generator=g) + shift
+        scores[: size // 3] = 0.0
+        scores[size // 3: size // 2] = -0.0
+        expected = (scores <= 0).float().mean()
+        got = pruned_fraction(scores)
+        assert got.dtype == expected.dtype and torch.equal(got, expected)

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from secateurs.core.granularity import Granularity
 from secateurs.core.parametrize import MaskParametrization
 
-__all__ = ["CSGate", "beta_at", "ramp"]
+__all__ = ["CSGate", "beta_at", "pruned_fraction", "ramp"]
 
 
 def beta_at(index: int, round_steps: int, beta_final: float) -> float:
@@ -42,6 +42,18 @@ def ramp(progress: float, start: float, end: float, until: float) -> float:
     """
     t = 1.0 if until <= 0 else min(max(progress / until, 0.0), 1.0)
     return end + (start - end) * (1.0 - t) ** 3
+
+
+def pruned_fraction(scores: Tensor) -> Tensor:
+    """The fraction of ``scores <= 0``: the value of ``(scores <= 0).float().mean()`` (float32, 0-d).
+
+    An integer count divided by the size is the same float32 division of the same exact numbers
+    (a float32 sum of zeros and ones is exact below 2**24 elements), without the float copy.
+    """
+    n = scores.numel()
+    if n == 0 or n >= 1 << 24 or torch.get_default_dtype() != torch.float32:
+        return (scores <= 0).float().mean()
+    return scores.le(0).sum(dtype=torch.int32) / n
 
 
 class _ScaleGrad(torch.autograd.Function):

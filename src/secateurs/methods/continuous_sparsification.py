@@ -42,7 +42,7 @@ from secateurs.core.parametrize import MaskParametrization
 from secateurs.core.selection import select
 from secateurs.core.targets import Target
 from secateurs.errors import UsageError
-from secateurs.methods._cs_gate import CSGate, beta_at, ramp
+from secateurs.methods._cs_gate import CSGate, beta_at, pruned_fraction, ramp
 from secateurs.methods.base import MethodConfig, Phase, PruningMethod
 from secateurs.methods.registry import METHODS
 from secateurs.methods.rewind import rewind_, round_sparsity, snapshot
@@ -424,7 +424,7 @@ class ContinuousSparsification(PruningMethod):
             pruned = sum((g.scores <= 0).sum() * g.unit_size for g in gates.values())
             errors = {n: want - pruned / total for n in gates}
         else:
-            errors = {n: want_of(self.allocation.get(n)) - (g.scores <= 0).float().mean() for n, g in gates.items()}
+            errors = {n: want_of(self.allocation.get(n)) - pruned_fraction(g.scores) for n, g in gates.items()}
         for n, g in gates.items():
             g.log_lam_integral.add_(k_i * errors[n]).clamp_(lo, hi)
             torch.clamp(g.log_lam_integral + k_p * errors[n], lo, hi, out=g.log_lam)
