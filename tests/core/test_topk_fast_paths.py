@@ -6,6 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from secateurs.core.gibbs_samplers import linear_quantile
 from secateurs.core.gumbel import gumbel_noise, hard_topk, hard_topk_mask, k_hot, relaxed_topk, straight_through_topk
 from secateurs.metrics.mask_information import inclusion_probabilities
 
@@ -62,3 +63,34 @@ def test_straight_through_equals_hard_plus_soft_minus_detached_soft_in_value_and
     (fast * upstream).sum().backward()
     (plain * upstream).sum().backward()
     assert torch.equal(fast_in.grad, plain_in.grad)
+
+
+def _kthvalue_quantile(values: torch.Tensor, q: float) -> torch.Tensor:
+    """linear_quantile's selection over the whole tensor (its path for small inputs)."""
+    n = values.numel()
+    position = q * (n - 1)
+    lower = min(int(position), n - 1)
+    low = torch.kthvalue(values, lower + 1, keepdim=True).values
+    frac = position - lower
+    if lower == n - 1 or frac == 0.0:
+        return low
+    not_above = values <= low
+    tied = not_above.sum(keepdim=True, dim=0) >= lower + 2
+    high = torch.where(tied, low, values.masked_fill(not_above, float("inf")).amin(0, keepdim=True))
+    return low + frac * (high - low)
+
+
+def test_bracketed_quantile_of_a_large_layer_equals_the_whole_tensor_selection():
+    g = torch.Generator().manual_seed(0)
+    n = 40_000  # above the size from which the bracketed selection is tried
+    cases = [
+        torch.randn(n, generator=g).square(),  # squared weights
+        torch.randint(0, 4, (n,), generator=g).float(),  # heavy ties
+        torch.cat([torch.zeros(n // 2), torch.rand(n - n // 2, generator=g)]),  # half pruned
+        torch.sort(torch.randn(n, generator=g)).values,  # ordered: a strided sample still brackets
+        torch.cat([torch.randn(n - 3, generator=g), torch.tensor([float("inf"), -float("inf"), 0.0])]),
+    ]
+    for values in cases:
+        for q in (0.0, 0.1, 0.5, 0.9, 0.95, 0.99, 0.9999, 1.0, 1 / 3):
+            got = linear_quantile(values, q)
+            assert got.shape == (1,) and torch.equal(got, _kthvalue_quantile(values, q)), q
