@@ -133,3 +133,15 @@ def test_pruned_fraction_equals_the_mean_of_the_float_mask(size):
         expected = (scores <= 0).float().mean()
         got = pruned_fraction(scores)
         assert got.dtype == expected.dtype and torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("state", ["live", "frozen", "frozen-with-grad"])
+def test_cs_penalty_term_equals_the_where_formula(state):
+    gate = CSGate(Unstructured(), torch.Size((4, 6)), s0=0.0, lam=1e-3)
+    if state != "live":
+        gate.freeze_(torch.rand(4, 6, generator=torch.Generator().manual_seed(0)) > 0.5)
+        gate.scores.requires_grad_(state == "frozen-with-grad")
+    got = gate.penalty_term()
+    expected = torch.where(gate.frozen, 0.0, gate.log_lam.exp() * (_plain_soft_gate(gate).sum() * gate.unit_size))
+    assert got.dtype == expected.dtype and torch.equal(got, expected)
+    assert got.requires_grad == expected.requires_grad

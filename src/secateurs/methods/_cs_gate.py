@@ -196,6 +196,14 @@ class CSGate(MaskParametrization):
             return _GateSum.apply(self.scores, sig, gate, self.beta, self.scale, self.grad_scale) * self.unit_size
         return self.soft_gate().sum() * self.unit_size
 
+    def penalty_term(self) -> Tensor:
+        """``λ ‖gate‖₁``, zero once the mask is fixed."""
+        if self.log_lam.device.type == "cpu" and not self.scores.requires_grad and bool(self.frozen):
+            # Fixed for good (fine-tuning, the ticket): the value below without computing the gates.
+            return self.log_lam.new_zeros(())
+        # torch.where instead of ``if frozen``: no host synchronisation.
+        return torch.where(self.frozen, 0.0, self.log_lam.exp() * self.l1())
+
     @torch.no_grad()
     def reset_(self, factor: float) -> None:
         """End-of-round reset ``s <- min(factor * s, s0)``."""

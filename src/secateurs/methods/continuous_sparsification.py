@@ -393,8 +393,7 @@ class ContinuousSparsification(PruningMethod):
         gates = list(self.gates().values())
         if not gates:
             return None
-        # Zero once the mask is fixed; torch.where instead of ``if frozen``: no host synchronisation.
-        terms = [torch.where(g.frozen, 0.0, g.log_lam.exp() * g.l1()) for g in gates]
+        terms = [g.penalty_term() for g in gates]
         return torch.stack(terms).sum()
 
     # ----------------------------------------------------------------- λ adaptation
