@@ -85,7 +85,11 @@ def main(argv: list[str] | None = None) -> int:
                          strategy="ddp" if args.devices > 1 else "auto", callbacks=[pruning],
                          default_root_dir=args.out, logger=False, enable_progress_bar=False,
                          enable_model_summary=False)
-    trainer.fit(module, DataLoader(train, batch_size=64, shuffle=True))
+    try:  # the method checks the trainer's budget when it attaches (e.g. lottery's rounds need epochs)
+        trainer.fit(module, DataLoader(train, batch_size=64, shuffle=True))
+    except UsageError as exc:
+        print(f"lightning_prune: {exc}", file=sys.stderr)
+        return 2
     (scores,) = trainer.test(module, DataLoader(test, batch_size=500), verbose=False)
     if trainer.is_global_zero:
         masks = pruning.masks

@@ -31,3 +31,6 @@ def test_the_example_runs(method, tmp_path, capsys):
 def test_the_example_refuses_bad_input(tmp_path, capsys):
     assert _example().main(["--sparsity", "1.2", "--out", str(tmp_path)]) == 2
     assert capsys.readouterr().err.startswith("lightning_prune: ")
+    # A budget the method cannot use is found when it attaches inside trainer.fit: one line, exit 2.
+    assert _example().main(["--method", "lottery", "--epochs", "3", "--limit", "128", "--out", str(tmp_path)]) == 2
+    assert "lottery with 3 rounds needs at least 4 epochs" in capsys.readouterr().err
