@@ -174,3 +174,32 @@ def test_each_phase_starts_with_a_fresh_optimizer_and_schedule_after_the_prune_a
     assert seen[1][:2] == (0, 0.05) and seen[2][:2] == (0, 0.05)
     assert seen[3][0] > 0 and seen[3][1] < 0.05
     assert [round(seen[e][2], 3) for e in range(4)] == [0.0, 0.5, 0.75, 0.75]
+
+
+class _ManualClassifier(Classifier):
+    """Manual optimization: the module adds the penalty itself; the callback wraps nothing."""
+
+    def __init__(self, pruning: SecateursPruning) -> None:
+        super().__init__(weight_decay=0.0)
+        self.automatic_optimization = False
+        self.pruning = pruning
+
+    def training_step(self, batch, batch_idx):
+        optimizer = self.optimizers()
+        x, y = batch
+        loss = torch.nn.functional.cross_entropy(self(x), y)
+        extra = self.pruning.penalty()
+        optimizer.zero_grad()
+        self.manual_backward(loss if extra is None else loss + extra)
+        optimizer.step()
+
+
+@pytest.mark.parametrize("name", ["gmp", "continuous-sparsification"])
+def test_manual_optimization_steps_the_method_too(name):
+    pruning = SecateursPruning(name, sparsity=SPARSITY, submodule="model")
+    module = _ManualClassifier(pruning)
+    trainer(4, [pruning]).fit(module, loader())
+    assert pruning.method.horizon.total_steps == 16 and module.trainer.global_step == 16
+    for key in pruning.masks:
+        weight = module.model.get_parameter(key)
+        assert int((weight == 0).sum()) == round(SPARSITY * weight.numel()), key
