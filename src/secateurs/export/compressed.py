@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from secateurs.errors import DamagedFileError, UsageError
 from secateurs.export.compressed_tensor import FLOAT_STORAGE, decode_tensor, encode_tensor
 from secateurs.export.entropy import CODECS, compress, decompress
+from secateurs.utils.state_fit import load_fitting_state
 
 __all__ = ["COMPRESSED_FILE", "CompressedReport", "load_compressed", "read_compressed", "manifest_summary",
            "read_manifest", "save_compressed"]
@@ -265,13 +266,6 @@ def load_compressed(path: str | Path, model: nn.Module | None = None, *, map_loc
     manifest, raw = read_manifest(path)
     state = _decode_state(manifest, raw, path)
     model = _build_model(manifest, model, path)
-    own = model.state_dict()
-    problems = [f"unexpected {k}" for k in state if k not in own]
-    problems += [f"missing {k}" for k in own if k not in state]
-    problems += [f"{k} is {tuple(v.shape)}, the model has {tuple(own[k].shape)}"
-                 for k, v in state.items() if k in own and own[k].shape != v.shape]
-    if problems:
-        raise UsageError(f"the weights in {path} do not fit the model ({problems[0]})")
-    model.load_state_dict(state)
+    load_fitting_state(model, state, mismatch=f"the weights in {path} do not fit the model")
     return model.to(map_location).eval()
 

@@ -15,6 +15,7 @@ from torch import nn
 
 from secateurs.errors import UsageError
 from secateurs.structured.spec import ArchSpec, class_path
+from secateurs.utils.state_fit import load_fitting_state
 
 __all__ = ["SPEC_FILE", "WEIGHTS_FILE", "apply_spec_", "load_shrunk", "save_shrunk"]
 
@@ -84,14 +85,7 @@ def _load_weights(model: nn.Module, path: Path) -> None:
         state = load_safetensors(path)  # DamagedFileError (a UsageError) for a truncated or corrupt file
     except FileNotFoundError:
         raise UsageError(f"no weights at {path}") from None
-    own = model.state_dict()
-    problems = [f"unexpected {k}" for k in state if k not in own]
-    problems += [f"missing {k}" for k in own if k not in state]
-    problems += [f"{k} is {tuple(v.shape)}, the model has {tuple(own[k].shape)}"
-                 for k, v in state.items() if k in own and own[k].shape != v.shape]
-    if problems:
-        raise UsageError(f"weights {path} do not match the spec's model ({problems[0]})")
-    model.load_state_dict(state)
+    load_fitting_state(model, state, mismatch=f"weights {path} do not match the spec's model")
 
 
 def load_shrunk(path: str | Path, model: nn.Module | None = None, *, map_location: Any = "cpu") -> nn.Module:
