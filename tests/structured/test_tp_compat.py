@@ -153,3 +153,52 @@ def test_a_slice_of_rows_in_a_channels_last_tensor_keeps_every_channel():
     assert not result.refused and result.model.b.in_features == 4
     torch.testing.assert_close(outputs(result.model, x), outputs(reference_model(model, result.groups, result.plan), x),
                                rtol=0, atol=1e-5)
+
+
+class TokenGlu(nn.Module):
+    """Tokens with a position embedding (a 3-D free parameter), then a gated MLP that splits its hidden
+    channels into two halves along the last dimension (EVA-02's SwiGLU: ``fc1(x).chunk(2, dim=-1)``)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.pos = nn.Parameter(torch.randn(1, 4, 6))
+        self.embed, self.fc1, self.fc2, self.head = nn.Linear(3, 6), nn.Linear(6, 10), nn.Linear(5, 6), nn.Linear(6, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.embed(x) + self.pos
+        a, b = self.fc1(y).chunk(2, dim=self.dim)
+        return self.head((y + self.fc2(a * torch.sigmoid(b))).mean(1))
+
+
+@pytest.mark.filterwarnings("ignore:Unwrapped parameters")
+@pytest.mark.parametrize("dim", [-1, 2])
+def test_upstream_still_maps_no_channels_last_split(dim):
+    """Fix 7 is needed while torch-pruning leaves such a split unmapped; fails once it maps it."""
+    dg = tp.DependencyGraph().build_dependency(TokenGlu(dim), example_inputs=torch.randn(1, 4, 3))
+    (split,) = [n for n in dg.module2node.values() if n.type == tp.ops.OPTYPE.SPLIT]
+    mapped = split.enable_index_mapping and all(dep.index_mapping[0] is not None for dep in split.dependencies)
+    assert not mapped
+
+
+@pytest.mark.parametrize("dim", [-1, 2])
+def test_a_channels_last_split_pairs_the_gated_halves_and_shrinks_exactly(dim):
+    from secateurs.structured import group_filter_masks, reference_model, shrink
+
+    from ._helpers import outputs, randomize_, squash_
+
+    model = randomize_(TokenGlu(dim))
+    x = torch.randn(2, 4, 3)
+    groups = coupled_channel_groups(model, x[:1])
+    (glu,) = [g for g in groups if g.root == "fc1"]
+    # fc2 reads position c from channels c and c + 5: one removable group of two tied halves
+    assert glu.removable and glu.chunks == 2
+    (reader,) = [m for m in glu.members if m.role == "in"]
+    assert reader.param == "fc2.weight" and sorted(reader.index) == list(range(5))
+    masks = group_filter_masks(model, groups, {"fc1": torch.tensor([True, False, True, True, False] * 2)})
+    squash_(model, masks)
+    result = shrink(model, masks, x[:1], groups=groups)
+    assert not result.refused
+    assert (result.model.fc1.out_features, result.model.fc2.in_features) == (6, 3)
+    torch.testing.assert_close(outputs(result.model, x), outputs(reference_model(model, result.groups, result.plan), x),
+                               rtol=0, atol=1e-5)

@@ -275,7 +275,8 @@ class ChannelGraph:
             return
         for node in nodes:
             sizes = getattr(node.module, "split_sizes", None) if node.type == tp.ops.OPTYPE.SPLIT else None
-            if sizes and getattr(node.module, "offsets", None) is not None:
+            # A split whose sizes torch-pruning could not infer (None) keeps the offsets it has.
+            if sizes and all(isinstance(s, int) for s in sizes) and getattr(node.module, "offsets", None) is not None:
                 node.module.offsets = [0, *itertools.accumulate(sizes)]
         with patched(tp), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # its shape inference warns on deep recursion
@@ -373,6 +374,8 @@ def _understood_reshape(tp: Any, dg: Any, node: Any) -> bool:
     flatten = tp.dependency.index_mapping._FlattenIndexMapping
     if any(isinstance(m, flatten) for dep in node.dependencies for m in dep.index_mapping):
         return True
+    if _inside_linear(node):
+        return True
     grad_fn = node.grad_fn
     before = getattr(grad_fn, "_saved_self_sym_sizes", None) or getattr(grad_fn, "_saved_self_sizes", None)
     try:
@@ -390,6 +393,21 @@ def _understood_reshape(tp: Any, dg: Any, node: Any) -> bool:
         return False
     keeps_dim1 = before[1] == after[1] == channels and math.prod(before[2:]) == math.prod(after[2:])
     return keeps_dim1 or before[-1] == after[-1] == channels
+
+
+def _inside_linear(node: Any) -> bool:
+    """Whether a reshape is the view of a matrix product that a linear layer makes of its own output.
+
+    A linear layer on a non-contiguous 3-D input (``x.flatten(2).transpose(1, 2)`` in PVT-v2's and
+    SegFormer's MLPs) runs as reshape, ``mm`` with its weight, a view back to 3-D, then the bias
+    add, which is where torch-pruning places the layer. It reads the ``mm`` as element-wise, so the
+    layer's input channels seem to run through the view of its output: the view is the layer's
+    own, and the layer's input channels are where torch-pruning says.
+    """
+    products = ("MmBackward0", "AddmmBackward0", "BmmBackward0")
+    return (bool(node.inputs) and bool(node.outputs)
+            and all(isinstance(n.module, nn.Linear) for n in node.outputs)
+            and all(type(n.grad_fn).__name__ in products for n in node.inputs))
 
 
 def _paired_halves(members: list[GroupMember], channels: int) -> bool:

@@ -23,6 +23,12 @@ that the fixes are re-checked, and tests of the upstream behaviours fail once a 
    dimension does not have the input's channel count is left unmapped (it keeps every channel).
 6. ``DependencyGraph.get_pruning_group`` can take minutes on sliced and recombined channels
    (ReXNet, DPN): the bounded group search of :mod:`secateurs.structured.tp_speedups`.
+7. ``shape_infer.init_shape_information`` and ``update_split_index_mapping`` handle splits along
+   dimension 1 only, and the graph turns the mapping off for every split downstream of a 3-D free
+   parameter (a ViT position embedding): a split of a channels-last ``(B, N, C)`` tensor along its
+   channels (the GLU MLP's ``fc1(x).chunk(2, dim=-1)`` in EVA-02, gMLP's gating unit) then gets no
+   mapping, and every channel seems to reach both halves' readers. Such splits get their sizes and
+   mappings.
 
 The fixes replace module attributes and ``Group`` methods of torch-pruning, so they are installed by
 :func:`patched` for the duration of a ``with`` block and the originals restored afterwards: importing
@@ -31,6 +37,7 @@ secateurs, or using torch-pruning elsewhere in the same process, sees torch-prun
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -86,23 +93,79 @@ def _split_output(split: Any, consumer: Any) -> int | None:
 def _split_by_output(update: Any, tp: Any) -> Any:
     slice_mapping = tp.dependency.index_mapping._SplitIndexMapping
 
-    def update_split_index_mapping(graph: Any, node: Any) -> None:  # fix 4
+    def update_split_index_mapping(graph: Any, node: Any) -> None:  # fixes 4 and 7
         update(graph, node)  # the channel-dimension checks and the offsets, as shipped
         offsets = getattr(node.module, "offsets", None)
         if node.type != tp.ops.OPTYPE.SPLIT or offsets is None or not node.enable_index_mapping:
             return
+        # torch-pruning maps only splits along dimension 1; a channels-last one (fix 7) gets its
+        # mapping here, where every consumer must be placed (else its channels pass unmapped).
+        channels_last = getattr(node, "_secateurs_channels_last", False)
         for consumer in node.outputs:
             k = _split_output(node, consumer)
             if k is None or k + 1 >= len(offsets):
+                if channels_last:
+                    node._secateurs_unmapped = True
                 continue
             for dep in node.dependencies:
-                if dep.target is consumer and isinstance(dep.index_mapping[0], slice_mapping):
+                if dep.target is consumer and (channels_last or isinstance(dep.index_mapping[0], slice_mapping)):
                     dep.index_mapping[0] = slice_mapping(offset=offsets[k:k + 2], reverse=False)
             for dep in consumer.dependencies:
-                if dep.target is node and isinstance(dep.index_mapping[0], slice_mapping):
+                if dep.target is node and (channels_last or isinstance(dep.index_mapping[0], slice_mapping)):
                     dep.index_mapping[0] = slice_mapping(offset=offsets[k:k + 2], reverse=True)
 
     return update_split_index_mapping
+
+
+def _split_sizes(grad_fn: Any, outputs: int) -> list[int] | None:
+    """The sizes a split (``torch.split``/``chunk``) cut its input into, from its autograd node."""
+    sizes = getattr(grad_fn, "_saved_split_sizes", None)
+    if sizes is not None:
+        return [int(s) for s in sizes]
+    size, shape, dim = (getattr(grad_fn, name, None) for name in ("_saved_split_size", "_saved_self_sym_sizes",
+                                                                     "_saved_dim"))
+    if size is None or shape is None or dim is None:
+        return None
+    total = int(shape[_wrapped_dim(dim, len(shape))])
+    return [min(int(size), total - i * int(size)) for i in range(outputs)]
+
+
+def _wrapped_dim(dim: int, ndim: int) -> int:
+    # autograd saves a negative dimension as an unsigned 64-bit integer (-1: 2**64 - 1).
+    dim = int(dim)
+    if dim >= 1 << 63:
+        dim -= 1 << 64
+    return dim % ndim if -ndim <= dim < ndim else -1
+
+
+def _channels_last_splits(init: Any, tp: Any) -> Any:
+    infer = tp.dependency.shape_infer.infer_out_channels_recursively
+
+    def init_shape_information(graph: Any) -> None:  # fix 7
+        init(graph)
+        for node in graph.module2node.values():
+            if node.type != tp.ops.OPTYPE.SPLIT:
+                continue
+            grad_fn = node.grad_fn
+            shape, dim = getattr(grad_fn, "_saved_self_sym_sizes", None), getattr(grad_fn, "_saved_dim", None)
+            if shape is None or dim is None or len(shape) < 3 or _wrapped_dim(dim, len(shape)) != len(shape) - 1:
+                continue
+            channels = next((c for c in (infer(graph, n, [0]) for n in node.inputs) if c), None)
+            # Only a split of the channels of a (B, ..., C) tensor; a 4-D one whose dimension 1 has
+            # as many entries could be a (B, C, H, W) split along its width.
+            if channels is None or int(shape[-1]) != channels or (len(shape) > 3 and int(shape[1]) == channels):
+                continue
+            sizes = _split_sizes(grad_fn, len(node.outputs))
+            if not sizes or sum(sizes) != channels:
+                continue
+            node.module.split_sizes = sizes
+            node.module.offsets = [0, *itertools.accumulate(sizes)]
+            node._secateurs_channels_last = True
+            # Its ViT work-around turns the mapping off for every split after a 3-D free parameter
+            # (meant for the class token's concatenation along the tokens): this one splits channels.
+            node.enable_index_mapping = True
+
+    return init_shape_information
 
 
 def _channel_slices_only(update: Any, tp: Any) -> Any:
@@ -145,6 +208,8 @@ def patched(tp: Any) -> Iterator[None]:
         return
     originals = (module.update_concat_index_mapping, module.update_reshape_index_mapping, flatten.__call__,
                  module.update_split_index_mapping, module.update_slice_index_mapping)
+    shapes = tp.dependency.shape_infer
+    init_shapes = shapes.init_shape_information
     group_class = tp.dependency.group.Group
     search = bounded_search_patches(tp)  # fix 6
     shipped = {name: group_class.__dict__[name] for name in search}
@@ -153,6 +218,7 @@ def patched(tp: Any) -> Iterator[None]:
     flatten.__call__ = _bounded(originals[2])
     module.update_split_index_mapping = _split_by_output(originals[3], tp)
     module.update_slice_index_mapping = _channel_slices_only(originals[4], tp)
+    shapes.init_shape_information = _channels_last_splits(init_shapes, tp)
     for name, method in search.items():
         setattr(group_class, name, method)
     _BUDGET.depth, _BUDGET.used = 1, 0
@@ -161,6 +227,7 @@ def patched(tp: Any) -> Iterator[None]:
     finally:
         (module.update_concat_index_mapping, module.update_reshape_index_mapping, flatten.__call__,
          module.update_split_index_mapping, module.update_slice_index_mapping) = originals
+        shapes.init_shape_information = init_shapes
         for name, method in shipped.items():
             setattr(group_class, name, method)
         _BUDGET.depth = 0
