@@ -387,6 +387,10 @@ def _understood_reshape(tp: Any, dg: Any, node: Any) -> bool:
     before, after = [int(d) for d in before], [int(d) for d in after]
     if len(before) == 4 and len(after) == 2 and before[2] * before[3] == 1:
         return True  # (N, C, 1, 1) -> (N, C)
+    if _one_axis(before) is not None and _one_axis(before) == _one_axis(after):
+        # A vector given broadcast axes (layer scale: gamma.reshape(1, -1, 1, 1)) or losing them:
+        # its entries stay in order along the one non-trivial axis.
+        return True
     channels = next((c for c in (tp.dependency.shape_infer.infer_out_channels_recursively(dg, n, [0])
                                  for n in node.inputs) if c), None)
     if channels is None or len(before) < 2 or len(after) < 2:
@@ -408,6 +412,12 @@ def _inside_linear(node: Any) -> bool:
     return (bool(node.inputs) and bool(node.outputs)
             and all(isinstance(n.module, nn.Linear) for n in node.outputs)
             and all(type(n.grad_fn).__name__ in products for n in node.inputs))
+
+
+def _one_axis(shape: list[int]) -> int | None:
+    """The size of the only axis of ``shape`` longer than 1, or None when there are several (or none)."""
+    long = [d for d in shape if d != 1]
+    return long[0] if len(long) == 1 else None
 
 
 def _paired_halves(members: list[GroupMember], channels: int) -> bool:
