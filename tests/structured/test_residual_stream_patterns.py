@@ -64,3 +64,100 @@ def test_layer_scale_reshaped_for_broadcasting_is_cut_with_the_stream():
     result, stream, removed = _shrunk_equals_reference(model, torch.randn(2, 3, 8, 8), "blocks.0.gamma")
     assert {m.param for m in stream.members} >= {"blocks.0.gamma", "blocks.1.gamma", "stem.weight"}
     assert result.model.blocks[1].gamma.shape == (12 - len(removed),) == (result.model.stem.out_channels,)
+
+
+class _GroupNormAct(nn.GroupNorm):
+    """A fused norm and activation, as timm's GroupNormAct: the masked norm must apply ``act`` too."""
+
+    def __init__(self, groups: int, channels: int) -> None:
+        super().__init__(groups, channels)
+        self.act = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(super().forward(x))
+
+
+class _Scale(nn.Module):
+    """MetaFormer's layer scale: the vector is viewed at a shape stored when the model was built."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.shape = (c, 1, 1)
+        self.scale = nn.Parameter(torch.ones(c))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale.view(self.shape)
+
+
+class _PoolFormerNet(nn.Module):
+    """PoolFormerV2 style: GroupNorm(1) (all channels and positions of a sample; one without bias, as
+    timm's GroupNorm1NoBias) on the residual stream, layer scales with a stored view shape, and a
+    GroupNorm with 2 groups, fused with its activation, on the MLP's hidden channels."""
+
+    def __init__(self, c: int = 12) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, c, 3, padding=1)
+        self.norm1, self.norm2 = nn.GroupNorm(1, c), nn.GroupNorm(1, c)
+        self.norm2.bias = None
+        self.pool = nn.AvgPool2d(3, 1, 1, count_include_pad=False)
+        self.fc1, self.fc2 = nn.Conv2d(c, 2 * c, 1), nn.Conv2d(2 * c, c, 1)
+        self.mid = _GroupNormAct(2, 2 * c)
+        self.scale1, self.scale2 = _Scale(c), _Scale(c)
+        self.head = nn.Linear(c, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        y = self.norm1(x)
+        x = x + self.scale1(self.pool(y) - y)
+        x = x + self.scale2(self.fc2(self.mid(self.fc1(self.norm2(x)))))
+        return self.head(x.mean((2, 3)))
+
+
+def test_group_norms_and_stored_view_shapes_shrink_exactly_with_the_stream():
+    torch.manual_seed(0)
+    model = randomize_(_PoolFormerNet())
+    groups = coupled_channel_groups(model, torch.randn(1, 3, 8, 8))
+    hidden = next(g for g in groups if g.root == "fc1")
+    assert hidden.chunks == 2 and hidden.norms == ("mid",) and hidden.removable and hidden.exact
+    result, stream, removed = _shrunk_equals_reference(model, torch.randn(2, 3, 8, 8), "norm1.weight")
+    assert set(stream.norms) == {"norm1", "norm2"}
+    assert result.model.norm2.num_channels == 12 - len(removed) == result.model.fc2.out_channels
+    assert result.model.norm2.bias is None and result.model.scale2.shape == (12 - len(removed), 1, 1)
+    kept_hidden = result.model.fc1.out_channels
+    assert kept_hidden < 24 and result.model.mid.num_channels == kept_hidden and kept_hidden % 2 == 0
+
+
+class _ResponseNorm(nn.Module):
+    """ConvNeXt-V2's global response norm (channels first): each channel's norm over the positions is
+    divided by the mean over the channels, a statistic that removing channels changes."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.eps, self.spatial_dim, self.channel_dim, self.wb_shape = 1e-6, (2, 3), 1, (1, -1, 1, 1)
+        self.weight, self.bias = nn.Parameter(torch.zeros(c)), nn.Parameter(torch.zeros(c))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x_g = x.norm(p=2, dim=self.spatial_dim, keepdim=True)
+        x_n = x_g / (x_g.mean(dim=self.channel_dim, keepdim=True) + self.eps)
+        return x + torch.addcmul(self.bias.view(self.wb_shape), self.weight.view(self.wb_shape), x * x_n)
+
+
+class _ResponseNormNet(nn.Module):
+    def __init__(self, c: int = 8) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, c, 3, padding=1)
+        self.fc1, self.grn, self.fc2 = nn.Conv2d(c, 3 * c, 1), _ResponseNorm(3 * c), nn.Conv2d(3 * c, c, 1)
+        self.head = nn.Linear(c, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = x + self.fc2(self.grn(torch.nn.functional.gelu(self.fc1(x))))
+        return self.head(x.mean((2, 3)))
+
+
+def test_global_response_norm_takes_its_channel_mean_over_the_kept_channels():
+    torch.manual_seed(0)
+    model = randomize_(_ResponseNormNet())
+    result, hidden, removed = _shrunk_equals_reference(model, torch.randn(2, 3, 8, 8), "grn.weight")
+    assert hidden.root == "fc1" and hidden.norms == ("grn",)
+    assert result.model.grn.weight.shape == (24 - len(removed),) == (result.model.fc2.in_channels,)

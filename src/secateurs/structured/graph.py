@@ -31,6 +31,7 @@ from secateurs.structured.layer_adapters import (
     is_weight_standardized,
     per_channel_extras,
     refresh_split_sizes_,
+    refresh_view_shapes_,
 )
 from secateurs.structured.masked_norm import maskable_norm
 from secateurs.structured.module_caches import preserved_module_caches
@@ -152,7 +153,10 @@ class ChannelGraph:
                 blocker = "an operation whose channel sizes torch-pruning cannot infer"
             if blocker:
                 blockers.append(blocker)
-            if maskable_norm(module):
+            owner = self._owner(module)
+            if owner is not None:
+                norms.append(owner)  # exact against masked norms
+            elif maskable_norm(module):
                 norms.append(self._names.get(module, ""))  # exact against masked LayerNorms
             elif isinstance(module, _NORMS_ACROSS_CHANNELS) or (not is_out and is_weight_standardized(module)):
                 exact = False  # statistics over the channels (or over the weights reading them) change
@@ -175,6 +179,20 @@ class ChannelGraph:
         return ChannelGroup(root=root, channels=channels, members=tuple(_merge(members)),
                             blocker=blockers[0] if blockers else None, exact=exact, chunks=chunks,
                             norms=tuple(dict.fromkeys(norms)))
+
+    def _owner(self, module: Any) -> str | None:
+        """For a free parameter of a maskable norm (a GRN's weight and bias, which the trace sees as
+        parameters, not as a layer): the norm's name; else None."""
+        if not isinstance(module, nn.Parameter):
+            return None
+        name = self._dg._param_to_name.get(module)
+        if name is None or "." not in name:
+            return None
+        owner = name.rpartition(".")[0]
+        try:
+            return owner if maskable_norm(self.model.get_submodule(owner)) else None
+        except AttributeError:
+            return None
 
     def _misfit(self, root_module: nn.Module, channels: int, members: list[GroupMember]) -> str | None:
         """Why torch-pruning's indices of a group cannot be right, or None when they fit the layers.
@@ -255,10 +273,12 @@ class ChannelGraph:
                   if self._dg.is_out_channel_pruning_fn(item.dep.handler)
                   and per_channel_extras(item.dep.target.module)]
         extras = [(m, idxs, per_channel_extras(m), m.out_channels) for m, idxs in extras]
-        group.prune(record_history=False)
+        with patched(self._tp):
+            group.prune(record_history=False)
         for layer, idxs, names, before in extras:
             _cut_extras_(layer, names, before, idxs)
         refresh_split_sizes_(self.model)
+        refresh_view_shapes_(self.model)
         self._refresh_index_mappings()
 
     def _refresh_index_mappings(self) -> None:

@@ -13,6 +13,9 @@ Two families of timm layers (recognised by their attributes, so timm is never im
 * **Mixed convolutions** (``MixedConv2d``: one input split at fixed sizes into several
   convolutions) keep the split sizes in a list; after a removal they are recomputed from the
   convolutions' new widths (:func:`refresh_split_sizes_`).
+* **Per-channel scales viewed at a stored shape** (MetaFormer's ``Scale``: ``self.scale.view(self.shape)``
+  with ``shape = (dim, 1, 1)`` fixed at construction): after a removal the stored shape is set to
+  the vector's new length (:func:`refresh_view_shapes_`).
 """
 
 from __future__ import annotations
@@ -22,7 +25,13 @@ from contextlib import contextmanager
 
 from torch import nn
 
-__all__ = ["detached_weight_computations", "is_weight_standardized", "per_channel_extras", "refresh_split_sizes_"]
+__all__ = [
+    "detached_weight_computations",
+    "is_weight_standardized",
+    "per_channel_extras",
+    "refresh_split_sizes_",
+    "refresh_view_shapes_",
+]
 
 
 def is_weight_standardized(module: nn.Module) -> bool:
@@ -74,3 +83,23 @@ def refresh_split_sizes_(model: nn.Module) -> None:
             module.in_channels = sum(module.splits)
         if isinstance(getattr(module, "out_channels", None), int):
             module.out_channels = sum(conv.out_channels for conv in convs)
+
+
+def refresh_view_shapes_(model: nn.Module) -> None:
+    """Give a stored broadcast shape the new length of the one vector it views.
+
+    A module qualifies when its own parameters are vectors of one length ``n`` and it has a
+    ``shape`` attribute, a tuple of integers with a single entry other than 1 (``(dim, 1, 1)``): once
+    its vector is cut, that entry becomes ``n``.
+    """
+    for module in model.modules():
+        shape = getattr(module, "shape", None)
+        if not isinstance(shape, tuple) or not shape or not all(isinstance(d, int) for d in shape):
+            continue
+        lengths = {p.shape[0] for p in module.parameters(recurse=False) if p.dim() == 1}
+        if len(lengths) != 1 or any(p.dim() != 1 for p in module.parameters(recurse=False)):
+            continue
+        long = [i for i, d in enumerate(shape) if d != 1]
+        if len(long) == 1:
+            (n,) = lengths
+            module.shape = tuple(n if i == long[0] else d for i, d in enumerate(shape))

@@ -29,6 +29,9 @@ that the fixes are re-checked, and tests of the upstream behaviours fail once a 
    channels (the GLU MLP's ``fc1(x).chunk(2, dim=-1)`` in EVA-02, gMLP's gating unit) then gets no
    mapping, and every channel seems to reach both halves' readers. Such splits get their sizes and
    mappings.
+8. The norm pruners cut ``bias`` whenever the norm is affine, and fail on an affine GroupNorm whose
+   bias was set to None (timm's ``GroupNorm1NoBias`` in PoolFormerV2): cutting a missing parameter
+   leaves it missing.
 
 The fixes replace module attributes and ``Group`` methods of torch-pruning, so they are installed by
 :func:`patched` for the duration of a ``with`` block and the originals restored afterwards: importing
@@ -183,6 +186,13 @@ def _channel_slices_only(update: Any, tp: Any) -> Any:
     return update_slice_index_mapping
 
 
+def _none_stays_none(cut: Any) -> Any:
+    def prune_parameter(self: Any, weight: Any, keep_idxs: Any, pruning_dim: int) -> Any:  # fix 8
+        return None if weight is None else cut(self, weight, keep_idxs, pruning_dim)
+
+    return prune_parameter
+
+
 def _bounded(call: Any) -> Any:
     def bounded_call(self: Any, idxs: Any) -> Any:  # fix 3
         size = len(idxs) * (1 if self.reverse else self._stride)
@@ -221,6 +231,9 @@ def patched(tp: Any) -> Iterator[None]:
     shapes.init_shape_information = _channels_last_splits(init_shapes, tp)
     for name, method in search.items():
         setattr(group_class, name, method)
+    base = tp.pruner.function.BasePruningFunc
+    cut_parameter = base.__dict__["_prune_parameter_and_grad"]
+    base._prune_parameter_and_grad = _none_stays_none(cut_parameter)
     _BUDGET.depth, _BUDGET.used = 1, 0
     try:
         yield
@@ -230,4 +243,5 @@ def patched(tp: Any) -> Iterator[None]:
         shapes.init_shape_information = init_shapes
         for name, method in shipped.items():
             setattr(group_class, name, method)
+        base._prune_parameter_and_grad = cut_parameter
         _BUDGET.depth = 0
