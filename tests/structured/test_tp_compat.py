@@ -16,9 +16,10 @@ MAPPING = tp.dependency.index_mapping
 
 
 def upstream() -> tuple:
-    group = tp.dependency.group.Group
+    group, shapes = tp.dependency.group.Group, tp.dependency.shape_infer
     return (MAPPING.update_concat_index_mapping, MAPPING.update_reshape_index_mapping,
-            MAPPING._FlattenIndexMapping.__call__, MAPPING.update_split_index_mapping, MAPPING.update_slice_index_mapping, group.add_dep, group.has_pruning_op, group.add_and_merge)
+            MAPPING._FlattenIndexMapping.__call__, MAPPING.update_split_index_mapping, MAPPING.update_slice_index_mapping, group.add_dep, group.has_pruning_op, group.add_and_merge,
+            shapes.init_shape_information, shapes.infer_out_channels_recursively)
 
 
 def test_the_fixes_were_checked_against_the_installed_torch_pruning():
@@ -202,3 +203,31 @@ def test_a_channels_last_split_pairs_the_gated_halves_and_shrinks_exactly(dim):
     assert (result.model.fc1.out_features, result.model.fc2.in_features) == (6, 3)
     torch.testing.assert_close(outputs(result.model, x), outputs(reference_model(model, result.groups, result.plan), x),
                                rtol=0, atol=1e-5)
+
+
+class DualPath(nn.Module):
+    """A dual-path block (DPN): the first 4 channels of the input are a residual path, the other 2 a
+    dense path that a new convolution extends: ``cat([x[:, :4] + r(x), x[:, 4:], d(x)])``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.r, self.d, self.head = nn.Conv2d(3, 6, 1), nn.Conv2d(6, 4, 1), nn.Conv2d(6, 2, 1), nn.Conv2d(8, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        return self.head(torch.cat([x[:, :4] + self.r(x), x[:, 4:], self.d(x)], 1))
+
+
+def test_upstream_still_misreads_the_sizes_of_a_concatenation_of_slices():
+    """Fix 9 is needed while torch-pruning sizes the slice ``x[:, 4:]`` as all of ``x`` and so leaves
+    the concatenation unmapped; fails once it maps it."""
+    dg = tp.DependencyGraph().build_dependency(DualPath(), example_inputs=torch.randn(1, 3, 4, 4))
+    (cat,) = [n for n in dg.module2node.values() if n.type == tp.ops.OPTYPE.CONCAT]
+    assert cat.module.concat_sizes != [4, 2, 2] and cat.module.offsets is None
+
+
+def test_a_concatenation_of_slices_is_sized_from_autograd_and_maps_each_path_to_its_place():
+    groups = {g.root: g for g in coupled_channel_groups(DualPath(), torch.randn(1, 3, 4, 4))}
+    reads = {g: sorted(i for m in groups[g].members if m.param == "head.weight" for i in m.index) for g in ("d", "stem")}
+    assert reads == {"d": [6, 7], "stem": list(range(6))}  # the dense path's new channels come last
+    assert groups["d"].removable and "r.weight" not in {m.param for m in groups["d"].members}

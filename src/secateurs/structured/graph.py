@@ -29,6 +29,7 @@ from secateurs.structured.groups import ChannelGroup, GroupMember
 from secateurs.structured.layer_adapters import (
     detached_weight_computations,
     is_weight_standardized,
+    narrow_dual_path_widths_,
     per_channel_extras,
     refresh_split_sizes_,
     refresh_view_shapes_,
@@ -269,16 +270,19 @@ class ChannelGraph:
         new_group()
         with patched(self._tp):
             group = self._dg.get_pruning_group(module, pruner.prune_out_channels, sorted(int(c) for c in channels))
-        extras = [(item.dep.target.module, list(item.idxs)) for item in group
-                  if self._dg.is_out_channel_pruning_fn(item.dep.handler)
-                  and per_channel_extras(item.dep.target.module)]
-        extras = [(m, idxs, per_channel_extras(m), m.out_channels) for m, idxs in extras]
+        cut_out: dict[nn.Module, set[int]] = {}  # layer -> its output channels this cut removes
+        for item in group:
+            if self._dg.is_out_channel_pruning_fn(item.dep.handler):
+                cut_out.setdefault(item.dep.target.module, set()).update(int(i) for i in item.idxs)
+        extras = [(m, sorted(idxs), per_channel_extras(m), m.out_channels) for m, idxs in cut_out.items()
+                  if per_channel_extras(m)]
         with patched(self._tp):
             group.prune(record_history=False)
         for layer, idxs, names, before in extras:
             _cut_extras_(layer, names, before, idxs)
         refresh_split_sizes_(self.model)
         refresh_view_shapes_(self.model)
+        narrow_dual_path_widths_(self.model, cut_out)
         self._refresh_index_mappings()
 
     def _refresh_index_mappings(self) -> None:

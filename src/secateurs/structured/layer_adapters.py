@@ -1,6 +1,6 @@
 """Layers whose channels the dependency graph cannot follow unaided: how to trace and cut them.
 
-Two families of timm layers (recognised by their attributes, so timm is never imported here):
+Families of timm layers (recognised by their attributes, so timm is never imported here):
 
 * **Weight-standardized convolutions** (``StdConv2d``, ``ScaledStdConv2d`` and their ``Same``
   variants, in NF-Nets and BiT ResNets) standardize their weight per output channel inside
@@ -16,11 +16,16 @@ Two families of timm layers (recognised by their attributes, so timm is never im
 * **Per-channel scales viewed at a stored shape** (MetaFormer's ``Scale``: ``self.scale.view(self.shape)``
   with ``shape = (dim, 1, 1)`` fixed at construction): after a removal the stored shape is set to
   the vector's new length (:func:`refresh_view_shapes_`).
+* **Dual-path blocks** (DPN) slice their input, or its projection, at the residual path's width
+  ``num_1x1_c``: ``x[:, :num_1x1_c]`` is added to the residual output, the rest is the dense path.
+  When a removal takes channels below that width from the layer making the residual output (its
+  own convolution ``c1x1_c1`` in DPN's "b" blocks, else the convolution making both paths), the
+  width goes down by as many (:func:`narrow_dual_path_widths_`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 
 from torch import nn
@@ -28,6 +33,7 @@ from torch import nn
 __all__ = [
     "detached_weight_computations",
     "is_weight_standardized",
+    "narrow_dual_path_widths_",
     "per_channel_extras",
     "refresh_split_sizes_",
     "refresh_view_shapes_",
@@ -103,3 +109,21 @@ def refresh_view_shapes_(model: nn.Module) -> None:
         if len(long) == 1:
             (n,) = lengths
             module.shape = tuple(n if i == long[0] else d for i, d in enumerate(shape))
+
+
+def narrow_dual_path_widths_(model: nn.Module, removed: Mapping[nn.Module, Collection[int]]) -> None:
+    """Lower the residual width of dual-path blocks by the residual channels a cut removed.
+
+    Args:
+        model: The model, just cut.
+        removed: Layer -> output channels the cut removed from it (numbered as before the cut).
+    """
+    for module in model.modules():
+        width = getattr(module, "num_1x1_c", None)
+        if not isinstance(width, int):
+            continue
+        residual = getattr(module, "c1x1_c1", None)
+        if not isinstance(residual, nn.modules.conv._ConvNd):  # one layer makes both paths
+            residual = getattr(getattr(module, "c1x1_c", None), "conv", None)
+        if residual in removed:
+            module.num_1x1_c = width - sum(1 for c in removed[residual] if c < width)

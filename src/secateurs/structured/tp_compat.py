@@ -32,6 +32,11 @@ that the fixes are re-checked, and tests of the upstream behaviours fail once a 
 8. The norm pruners cut ``bias`` whenever the norm is affine, and fail on an affine GroupNorm whose
    bias was set to None (timm's ``GroupNorm1NoBias`` in PoolFormerV2): cutting a missing parameter
    leaves it missing.
+9. ``update_concat_index_mapping`` infers the sizes of the joined tensors by searching the graph, and
+   on DPN's dual-path blocks (``cat([x_s1 + out1, x_s2, out2])``, ``x_s2`` a slice of a slice) it gets
+   them wrong; the sum then disagrees with the output and the concatenation is left unmapped, so the
+   dense path's new channels seem to be the residual path's first ones. The sizes are read from
+   autograd instead (the shape of each joined tensor), where each joined tensor is one input.
 
 The fixes replace module attributes and ``Group`` methods of torch-pruning, so they are installed by
 :func:`patched` for the duration of a ``with`` block and the originals restored afterwards: importing
@@ -84,6 +89,57 @@ def _tolerant(update: Any) -> Any:
             node._secateurs_unmapped = True
 
     return update_index_mapping
+
+
+def _sizes_from_autograd(update: Any, tp: Any) -> Any:
+    concat_mapping = tp.dependency.index_mapping._ConcatIndexMapping
+
+    def update_concat_index_mapping(graph: Any, node: Any) -> None:  # fix 9
+        if not getattr(node, "_secateurs_sizes_known", False):
+            update(graph, node)
+            return
+        # Known sizes along the channels: map as torch-pruning does, without its check of the sum
+        # against a size inferred from the consumers (a consumer that slices misleads it).
+        offsets = [0, *itertools.accumulate(node.module.concat_sizes)]
+        node.module.offsets = offsets
+        if not node.enable_index_mapping:
+            return
+        for i, source in enumerate(node.inputs):
+            for dep in node.dependencies:
+                if dep.target is source:
+                    dep.index_mapping[1] = concat_mapping(offset=offsets[i:i + 2], reverse=True)
+                    break
+            for dep in source.dependencies:
+                if dep.target is node:
+                    dep.index_mapping[1] = concat_mapping(offset=offsets[i:i + 2], reverse=False)
+                    break
+
+    return update_concat_index_mapping
+
+
+def _concat_input_sizes(node: Any) -> list[int] | None:
+    """The sizes along its dimension of the tensors a ``torch.cat`` joined, read from autograd.
+
+    None unless every joined tensor is one of the node's inputs, in the same order (a tensor that
+    needs no gradient, or the same one joined twice, leaves torch-pruning's inputs out of step).
+    """
+    grad_fn = node.grad_fn
+    dim = getattr(grad_fn, "_saved_dim", None)
+    edges = getattr(grad_fn, "next_functions", ())
+    if dim is None or not edges or len(edges) != len(node.inputs) or len(set(map(id, node.inputs))) != len(edges):
+        return None
+    sizes = []
+    for (fn, index), source in zip(edges, node.inputs, strict=True):
+        if fn is None or fn is not getattr(source, "grad_fn", None):
+            return None
+        try:
+            shape = fn._input_metadata[index].shape  # the forward output's shape
+        except (AttributeError, IndexError, RuntimeError):
+            return None
+        if _wrapped_dim(dim, len(shape)) != 1:
+            return None  # along another dimension than the channels: torch-pruning leaves it alone
+        sizes.append(int(shape[1]))
+    return sizes
 
 
 def _split_output(split: Any, consumer: Any) -> int | None:
@@ -141,11 +197,26 @@ def _wrapped_dim(dim: int, ndim: int) -> int:
     return dim % ndim if -ndim <= dim < ndim else -1
 
 
-def _channels_last_splits(init: Any, tp: Any) -> Any:
-    infer = tp.dependency.shape_infer.infer_out_channels_recursively
+def _known_concat_channels(infer: Any, tp: Any) -> Any:
+    def infer_out_channels_recursively(graph: Any, node: Any, recursive_depth: list) -> int | None:  # fix 9
+        if getattr(node, "_secateurs_sizes_known", False):  # only concatenations are marked
+            return sum(node.module.concat_sizes)  # kept current by the concat pruner after cuts
+        return infer(graph, node, recursive_depth)
 
-    def init_shape_information(graph: Any) -> None:  # fix 7
+    return infer_out_channels_recursively
+
+
+def _shapes_from_autograd(init: Any, tp: Any) -> Any:
+    def init_shape_information(graph: Any) -> None:  # fixes 7 and 9
         init(graph)
+        infer = tp.dependency.shape_infer.infer_out_channels_recursively
+        for node in graph.module2node.values():
+            if node.type == tp.ops.OPTYPE.CONCAT and getattr(node.module, "concat_sizes", None) is None:
+                # Before any mapping, so that the channel counts inferred through them are right.
+                sizes = _concat_input_sizes(node)
+                if sizes is not None:
+                    node.module.concat_sizes = sizes
+                    node._secateurs_sizes_known = True
         for node in graph.module2node.values():
             if node.type != tp.ops.OPTYPE.SPLIT:
                 continue
@@ -172,9 +243,8 @@ def _channels_last_splits(init: Any, tp: Any) -> Any:
 
 
 def _channel_slices_only(update: Any, tp: Any) -> Any:
-    infer = tp.dependency.shape_infer.infer_out_channels_recursively
-
     def update_slice_index_mapping(graph: Any, node: Any) -> None:  # fix 5
+        infer = tp.dependency.shape_infer.infer_out_channels_recursively
         grad_fn = node.grad_fn
         sizes, dim = getattr(grad_fn, "_saved_self_sym_sizes", None), getattr(grad_fn, "_saved_dim", None)
         if node.type == tp.ops.OPTYPE.SLICE and sizes is not None and isinstance(dim, int) and -len(sizes) <= dim < len(sizes):
@@ -219,16 +289,17 @@ def patched(tp: Any) -> Iterator[None]:
     originals = (module.update_concat_index_mapping, module.update_reshape_index_mapping, flatten.__call__,
                  module.update_split_index_mapping, module.update_slice_index_mapping)
     shapes = tp.dependency.shape_infer
-    init_shapes = shapes.init_shape_information
+    init_shapes, infer_channels = shapes.init_shape_information, shapes.infer_out_channels_recursively
     group_class = tp.dependency.group.Group
     search = bounded_search_patches(tp)  # fix 6
     shipped = {name: group_class.__dict__[name] for name in search}
-    module.update_concat_index_mapping = _tolerant(originals[0])
+    module.update_concat_index_mapping = _tolerant(_sizes_from_autograd(originals[0], tp))
     module.update_reshape_index_mapping = _tolerant(originals[1])
     flatten.__call__ = _bounded(originals[2])
     module.update_split_index_mapping = _split_by_output(originals[3], tp)
     module.update_slice_index_mapping = _channel_slices_only(originals[4], tp)
-    shapes.init_shape_information = _channels_last_splits(init_shapes, tp)
+    shapes.init_shape_information = _shapes_from_autograd(init_shapes, tp)
+    shapes.infer_out_channels_recursively = _known_concat_channels(infer_channels, tp)
     for name, method in search.items():
         setattr(group_class, name, method)
     base = tp.pruner.function.BasePruningFunc
@@ -240,7 +311,7 @@ def patched(tp: Any) -> Iterator[None]:
     finally:
         (module.update_concat_index_mapping, module.update_reshape_index_mapping, flatten.__call__,
          module.update_split_index_mapping, module.update_slice_index_mapping) = originals
-        shapes.init_shape_information = init_shapes
+        shapes.init_shape_information, shapes.infer_out_channels_recursively = init_shapes, infer_channels
         for name, method in shipped.items():
             setattr(group_class, name, method)
         base._prune_parameter_and_grad = cut_parameter
