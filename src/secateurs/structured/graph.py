@@ -37,6 +37,7 @@ from secateurs.structured.layer_adapters import (
 from secateurs.structured.masked_norm import maskable_norm
 from secateurs.structured.module_caches import preserved_module_caches
 from secateurs.structured.tp_compat import new_group, patched
+from secateurs.structured.tp_speedups import index_mappings_once
 
 __all__ = ["ChannelGraph", "coupled_channel_groups"]
 
@@ -96,6 +97,12 @@ class ChannelGraph:
         Like torch-pruning's ``get_all_groups``, but a group whose channels torch-pruning cannot
         follow (it raises) becomes a blocked group instead of ending the enumeration.
         """
+        # The model does not change during the walk: torch-pruning's index mappings are derived once,
+        # not once per group (its own search re-derives all of them for every group).
+        with patched(self._tp), index_mappings_once(self._tp):
+            return self._walk_groups()
+
+    def _walk_groups(self) -> list[ChannelGroup]:
         dg, found, seen = self._dg, [], set()
         for module in list(dg.module2node):
             if not isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)) or module in seen:
@@ -111,8 +118,7 @@ class ChannelGraph:
                 continue
             new_group()
             try:
-                with patched(self._tp):
-                    group = dg.get_pruning_group(module, pruner.prune_out_channels, list(range(channels)))
+                group = dg.get_pruning_group(module, pruner.prune_out_channels, list(range(channels)))
             except (IndexError, KeyError, ValueError, ZeroDivisionError, RuntimeError, AssertionError) as exc:
                 seen.add(module)
                 found.append(self._untraceable(module, channels, exc))
@@ -147,7 +153,12 @@ class ChannelGraph:
             # whose output nothing reads.
             if is_out and (not node.outputs or any(o.type == tp.ops.OPTYPE.OUTPUT for o in node.outputs)):
                 blockers.append("feeds the model output")
-            found, blocker = self._members(module, node, is_out, item.idxs, item.root_idxs)
+            idxs, roots = item.idxs, item.root_idxs
+            if any(r is None for r in roots):  # its grouped-query expand mapping drops the root channel
+                blockers.append("positions whose channel torch-pruning loses (a grouped-query expand)")
+                kept = [(i, r) for i, r in zip(idxs, roots, strict=True) if r is not None]
+                idxs, roots = [i for i, _ in kept], [r for _, r in kept]
+            found, blocker = self._members(module, node, is_out, idxs, roots)
             if node.type == tp.ops.OPTYPE.RESHAPE and not _understood_reshape(tp, self._dg, node):
                 blocker = "a reshape that regroups channels (e.g. a channel shuffle)"
             elif getattr(node, "_secateurs_unmapped", False):

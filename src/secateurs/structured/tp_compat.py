@@ -22,7 +22,8 @@ that the fixes are re-checked, and tests of the upstream behaviours fail once a 
    ``x.view(B, H, W, C)[:, ::2, ::2]``) it maps a stride over rows onto the channels. A slice whose
    dimension does not have the input's channel count is left unmapped (it keeps every channel).
 6. ``DependencyGraph.get_pruning_group`` can take minutes on sliced and recombined channels
-   (ReXNet, DPN): the bounded group search of :mod:`secateurs.structured.tp_speedups`.
+   (ReXNet, DPN) and on reshapes it maps with a stride (EfficientViT, FocalNet): the bounded group
+   search over arrays of :mod:`secateurs.structured.tp_speedups` (fix 3's bound applies to it too).
 7. ``shape_infer.init_shape_information`` and ``update_split_index_mapping`` handle splits along
    dimension 1 only, and the graph turns the mapping off for every split downstream of a 3-D free
    parameter (a ViT position embedding): a split of a channels-last ``(B, N, C)`` tensor along its
@@ -38,7 +39,7 @@ that the fixes are re-checked, and tests of the upstream behaviours fail once a 
    dense path's new channels seem to be the residual path's first ones. The sizes are read from
    autograd instead (the shape of each joined tensor), where each joined tensor is one input.
 
-The fixes replace module attributes and ``Group`` methods of torch-pruning, so they are installed by
+The fixes replace module attributes and class methods of torch-pruning, so they are installed by
 :func:`patched` for the duration of a ``with`` block and the originals restored afterwards: importing
 secateurs, or using torch-pruning elsewhere in the same process, sees torch-pruning unchanged.
 """
@@ -50,7 +51,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from secateurs.structured.tp_speedups import bounded_search_patches
+from secateurs.structured.tp_speedups import search_patches
 
 __all__ = ["CHECKED_VERSION", "IndexExplosionError", "MAX_INDICES_PER_GROUP", "MAX_MAPPED_INDICES", "patched"]
 
@@ -263,12 +264,15 @@ def _none_stays_none(cut: Any) -> Any:
     return prune_parameter
 
 
+def _charge(size: int) -> None:  # fix 3: ``size`` indices handled by one flatten mapping
+    _BUDGET.used += size
+    if size > MAX_MAPPED_INDICES or _BUDGET.used > MAX_INDICES_PER_GROUP:
+        raise IndexExplosionError("channel indices multiply through reshapes")
+
+
 def _bounded(call: Any) -> Any:
     def bounded_call(self: Any, idxs: Any) -> Any:  # fix 3
-        size = len(idxs) * (1 if self.reverse else self._stride)
-        _BUDGET.used += size
-        if size > MAX_MAPPED_INDICES or _BUDGET.used > MAX_INDICES_PER_GROUP:
-            raise IndexExplosionError("channel indices multiply through reshapes")
+        _charge(len(idxs) * (1 if self.reverse else self._stride))
         return call(self, idxs)
 
     return bounded_call
@@ -290,9 +294,9 @@ def patched(tp: Any) -> Iterator[None]:
                  module.update_split_index_mapping, module.update_slice_index_mapping)
     shapes = tp.dependency.shape_infer
     init_shapes, infer_channels = shapes.init_shape_information, shapes.infer_out_channels_recursively
-    group_class = tp.dependency.group.Group
-    search = bounded_search_patches(tp)  # fix 6
-    shipped = {name: group_class.__dict__[name] for name in search}
+    graph_class = tp.dependency.graph.DependencyGraph
+    search = search_patches(tp, _charge)  # fix 6
+    shipped = {name: graph_class.__dict__[name] for name in search}
     module.update_concat_index_mapping = _tolerant(_sizes_from_autograd(originals[0], tp))
     module.update_reshape_index_mapping = _tolerant(originals[1])
     flatten.__call__ = _bounded(originals[2])
@@ -301,7 +305,7 @@ def patched(tp: Any) -> Iterator[None]:
     shapes.init_shape_information = _shapes_from_autograd(init_shapes, tp)
     shapes.infer_out_channels_recursively = _known_concat_channels(infer_channels, tp)
     for name, method in search.items():
-        setattr(group_class, name, method)
+        setattr(graph_class, name, method)
     base = tp.pruner.function.BasePruningFunc
     cut_parameter = base.__dict__["_prune_parameter_and_grad"]
     base._prune_parameter_and_grad = _none_stays_none(cut_parameter)
@@ -313,6 +317,6 @@ def patched(tp: Any) -> Iterator[None]:
          module.update_split_index_mapping, module.update_slice_index_mapping) = originals
         shapes.init_shape_information, shapes.infer_out_channels_recursively = init_shapes, infer_channels
         for name, method in shipped.items():
-            setattr(group_class, name, method)
+            setattr(graph_class, name, method)
         base._prune_parameter_and_grad = cut_parameter
         _BUDGET.depth = 0

@@ -1,79 +1,187 @@
-"""Bounded-time group search for torch-pruning: each channel index is followed through a node once.
+"""Bounded-time group search for torch-pruning: each position of a node is followed once, as arrays.
 
 ``DependencyGraph.get_pruning_group`` follows dependencies from the root with a list of channel
 indices, and re-explores a node whenever it arrives there with a list it has not seen *as a whole*
 (``Group.has_pruning_op``, itself a linear scan comparing lists). Where channels are sliced and
 recombined (ReXNet's partial residuals ``x[:, :c] += shortcut``, DPN), every path brings another
 subset of the same indices, and the search grows combinatorially: one ReXNet group collected over
-a million items and took minutes on one CPU thread.
+a million items and took minutes on one CPU thread. Where reshapes are mapped with a stride
+(EfficientViT's and FocalNet's attention, EfficientFormerV2), each channel becomes ``stride``
+positions, one Python object each, and two strides in a row turn 64 channels into 178,176 objects.
 
-Index mappings act on each index on its own (an offset, a filter, a stride), so following an index
-through a node a second time can only reach what the first time reached. :func:`bounded_search_patches`
-makes the search remember, per ``(node, pruning function)``, the indices already followed, and
-follow only the new ones: the group's items cover the same indices (torch-pruning merges each
-node's items afterwards), and the work is linear in the number of (node, index) pairs.
-The merge of the items found into one item per node, quadratic as shipped, gets a table too.
-:func:`bounded_search_patches` only builds the replacement methods; :func:`secateurs.structured.tp_compat.patched`
-installs them for the duration of a ``with`` block, so torch-pruning used elsewhere in the process
-runs as shipped.
+:func:`search_patches` replaces the search with the same walk (the same dependencies, in the same
+order, from the same root positions) that
+
+* remembers, per ``(node, pruning function)``, the positions already followed and follows only new
+  ones: index mappings act on each position on its own (an offset, a filter, a stride), so following
+  a position a second time can only reach what the first time reached. The memo is per position, not
+  per (position, root channel) pair: where reshapes bring a position back as another channel, pairs
+  multiplied the work by the number of channels. Every position torch-pruning's search reaches is
+  reached; where a position is reached from several root channels, the first is kept, as
+  torch-pruning's merge keeps the first (which one is first depends on the order of the walk);
+* carries positions as numpy arrays (:mod:`secateurs.structured.tp_index_arrays`), merged at the end
+  into one item per node keeping the first of each position, as torch-pruning's ``add_and_merge``;
+
+:func:`index_mappings_once` lets a walk over every group of an unchanged graph derive the graph's
+index mappings once, where ``get_pruning_group`` re-derives all of them (recursive shape inference
+over the whole graph) for each group.
+
+These functions only build replacements; :func:`secateurs.structured.tp_compat.patched` installs them
+for the duration of a ``with`` block, so torch-pruning used elsewhere in the process runs as shipped.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from numbers import Number
 from typing import Any
 
-__all__ = ["bounded_search_patches"]
+import numpy as np
+from torch import nn
+
+from secateurs.structured.tp_index_arrays import Positions, map_positions
+
+__all__ = ["index_mappings_once", "search_patches"]
 
 
-def bounded_search_patches(tp: Any) -> dict[str, Any]:
-    """Replacements for methods of torch-pruning's ``Group`` (name -> function): ``add_dep`` records
-    the indices followed per node, ``has_pruning_op`` drops the ones already followed (answering True
-    when none is new), ``add_and_merge`` merges through a table. They wrap the methods as they are now."""
-    group_class = tp.dependency.group.Group
-    add_dep = group_class.add_dep
+@contextmanager
+def index_mappings_once(tp: Any) -> Iterator[None]:
+    """Within the block, ``update_index_mapping`` derives each graph's index mappings once.
 
-    def followed(group: Any, dep: Any) -> set:
-        table = group.__dict__.setdefault("_secateurs_followed", {})
-        return table.setdefault((dep.target, dep.handler), set())
+    Only for a graph whose model does not change in the block (the groups of one model): derived
+    from the layers' sizes, the mappings are the same at every call until a cut changes them.
+    """
+    module = tp.dependency.index_mapping
+    update, done = module.update_index_mapping, set()
 
-    def add_dep_recording(self: Any, dep: Any, idxs: Any) -> None:
-        add_dep(self, dep, idxs)
-        followed(self, dep).update(idxs)
+    def update_once(graph: Any) -> None:
+        if id(graph) not in done:
+            update(graph)
+            done.add(id(graph))
 
-    def has_pruning_op_followed(self: Any, dep: Any, idxs: Any) -> bool:
-        seen = followed(self, dep)
-        new = [i for i in idxs if i not in seen]
-        if not new:
-            return True
-        if len(new) < len(idxs) and isinstance(idxs, list):
-            idxs[:] = new  # the caller adds and follows this very list: only the new indices
-        return False
+    module.update_index_mapping = update_once
+    try:
+        yield
+    finally:
+        module.update_index_mapping = update
 
-    def add_and_merge_indexed(self: Any, dep: Any, idxs: Any) -> None:
-        # As torch-pruning's: one item per (node, function), its indices the union keeping the first
-        # of each index; the items found by a table instead of a scan, the union grown in place.
-        table = self.__dict__.setdefault("_secateurs_merged", {})
-        key = (dep.target, dep.handler)
-        if key not in table:
-            self.add_dep(dep, list(idxs))  # a copy: the search shares index lists between items
-            table[key] = [len(self._group) - 1, None]
+
+class _Followed:
+    """The positions of one (node, pruning function) already followed: a bitmap over the range seen."""
+
+    def __init__(self) -> None:
+        self.low, self.bits = 0, np.zeros(0, dtype=bool)
+
+    def add(self, idx: np.ndarray) -> None:
+        if not idx.size:
             return
-        entry = table[key]
-        position, seen = entry
-        item = self._group[position]
-        if seen is None:  # first merge: the first list itself is deduplicated, as torch-pruning does
-            merged, seen = [], set()
-            for index in item.idxs:
-                if index.idx not in seen:
-                    merged.append(index)
-                    seen.add(index.idx)
-            self._group[position] = tp._helpers.GroupItem(dep=item.dep, idxs=merged)
-            entry[1] = seen
-            item = self._group[position]
-        for index in idxs:
-            if index.idx not in seen:
-                item.idxs.append(index)
-                seen.add(index.idx)
+        low, high = min(self.low, int(idx.min())), max(self.low + self.bits.size, int(idx.max()) + 1)
+        if (low, high) != (self.low, self.low + self.bits.size):
+            bits = np.zeros(high - low, dtype=bool)
+            bits[self.low - low:self.low - low + self.bits.size] = self.bits
+            self.low, self.bits = low, bits
+        self.bits[idx - self.low] = True
 
-    return {"add_dep": add_dep_recording, "has_pruning_op": has_pruning_op_followed,
-            "add_and_merge": add_and_merge_indexed}
+    def new(self, idx: np.ndarray) -> np.ndarray:
+        """Mask of the positions not followed yet."""
+        at = idx - self.low
+        inside = (at >= 0) & (at < self.bits.size)
+        fresh = ~inside
+        fresh[inside] = ~self.bits[at[inside]]
+        return fresh
+
+
+class _Walk:
+    """The items of one group search: every (dependency, positions) added, and the positions followed."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[Any, Positions]] = []
+        self.followed: dict[tuple[Any, Any], _Followed] = {}
+
+    def add(self, dep: Any, pos: Positions) -> None:
+        self.items.append((dep, pos))
+        self.followed.setdefault((dep.target, dep.handler), _Followed()).add(pos.idx)
+
+    def new_only(self, dep: Any, pos: Positions) -> Positions:
+        seen = self.followed.get((dep.target, dep.handler))
+        return pos if seen is None else pos.where(seen.new(pos.idx))
+
+
+def search_patches(tp: Any, charge: Callable[[int], None]) -> dict[str, Any]:
+    """Replacement for ``DependencyGraph.get_pruning_group`` (name -> function), same arguments and result.
+
+    Args:
+        tp: The ``torch_pruning`` module.
+        charge: Called with the number of positions each flatten mapping handles (the index-explosion
+            guard: it raises past its bound).
+    """
+    dependency_class, group_class = tp.dependency.dependency.Dependency, tp.dependency.group.Group
+    group_item = tp._helpers.GroupItem
+
+    def get_pruning_group(self: Any, module: nn.Module, pruning_fn: Any, idxs: Any) -> Any:
+        # The prelude of torch-pruning 1.6's get_pruning_group, unchanged.
+        if module not in self.module2node:
+            raise ValueError(f"Module {module} is not in the dependency graph.")
+        if isinstance(module, tp.ops.TORCH_CONV) and module.groups == module.out_channels and module.out_channels > 1:
+            pruning_fn = tp.pruner.function.prune_depthwise_conv_out_channels
+        if isinstance(idxs, Number):
+            idxs = [idxs]
+        root = [int(i) for i in idxs]
+        tp.dependency.index_mapping.update_index_mapping(self)
+        root_node = self.module2node[module]
+        root_dep = dependency_class(pruning_fn, pruning_fn, source=root_node, target=root_node)
+
+        walk = _walk(root_dep, Positions.of(root, root), tp, charge)
+        return _merged(self, walk.items, group_class, group_item)
+
+    return {"get_pruning_group": get_pruning_group}
+
+
+def _walk(root_dep: Any, root: Positions, tp: Any, charge: Callable[[int], None]) -> _Walk:
+    """Depth first from the root, as torch-pruning's ``_fix_dependency_graph_non_recursive``, but a node
+    already followed is reached again only with the positions it has not followed yet."""
+    walk, visited = _Walk(), set()
+    walk.add(root_dep, root)
+    stack = [(root_dep, root)]
+    while stack:
+        dep, pos = stack.pop()
+        node, fn = dep.target, dep.handler
+        visited.add(node)
+        for new_dep in node.dependencies:
+            if not new_dep.is_triggered_by(fn):
+                continue
+            mapped = pos
+            for mapping in new_dep.index_mapping:
+                if mapping is not None:
+                    mapped = map_positions(mapping, mapped, tp, charge)
+            if len(mapped) and new_dep.target in visited:
+                mapped = walk.new_only(new_dep, mapped)
+            if not len(mapped):
+                continue
+            walk.add(new_dep, mapped)
+            stack.append((new_dep, mapped))
+    return walk
+
+
+def _merged(graph: Any, items: list[tuple[Any, Positions]], group_class: Any, group_item: Any) -> Any:
+    """One group item per (node, pruning function), its positions the first of each in walk order
+    (torch-pruning's ``add_and_merge``), with plain ``idxs`` and ``root_idxs`` lists."""
+    per_key: dict[tuple[Any, Any], list[Any]] = {}
+    for dep, pos in items:
+        target = dep.target.module
+        if isinstance(target, nn.Parameter) and any(target is p for p in graph.ignored_params):
+            continue
+        per_key.setdefault((dep.target, dep.handler), [dep]).append(pos)
+    group = group_class()
+    for dep, *parts in per_key.values():
+        idx = np.concatenate([p.idx for p in parts])
+        root = np.concatenate([p.root for p in parts])
+        _, first = np.unique(idx, return_index=True)
+        first.sort()
+        merged = Positions(idx[first], root[first])
+        item = group_item(dep, merged.idx.tolist())
+        item.root_idxs = merged.roots()
+        group._group.append(item)
+    group._DG = graph
+    return group
