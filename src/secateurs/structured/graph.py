@@ -29,8 +29,9 @@ from secateurs.structured.groups import ChannelGroup, GroupMember
 from secateurs.structured.layer_adapters import (
     detached_weight_computations,
     is_weight_standardized,
-    narrow_dual_path_widths_,
+    narrow_slice_widths_,
     per_channel_extras,
+    refresh_partial_splits_,
     refresh_split_sizes_,
     refresh_view_shapes_,
 )
@@ -293,8 +294,17 @@ class ChannelGraph:
             _cut_extras_(layer, names, before, idxs)
         refresh_split_sizes_(self.model)
         refresh_view_shapes_(self.model)
-        narrow_dual_path_widths_(self.model, cut_out)
+        narrow_slice_widths_(self.model, cut_out)
+        refresh_partial_splits_(self.model, self._split_sizes_read_by)
         self._refresh_index_mappings()
+
+    def _split_sizes_read_by(self, layer: nn.Module) -> list[int] | None:
+        """Current sizes of the ``torch.split`` whose output ``layer`` reads (torch-pruning's split
+        pruner keeps them up to date), or None."""
+        node = self._dg.module2node.get(layer)
+        split = next((n for n in getattr(node, "inputs", ()) if n.type == self._tp.ops.OPTYPE.SPLIT), None)
+        sizes = None if split is None else getattr(split.module, "split_sizes", None)
+        return list(sizes) if sizes and all(isinstance(c, int) for c in sizes) else None
 
     def _refresh_index_mappings(self) -> None:
         """Re-derive the slice offsets of splits and concatenations from their current widths.

@@ -16,16 +16,17 @@ Families of timm layers (recognised by their attributes, so timm is never import
 * **Per-channel scales viewed at a stored shape** (MetaFormer's ``Scale``: ``self.scale.view(self.shape)``
   with ``shape = (dim, 1, 1)`` fixed at construction): after a removal the stored shape is set to
   the vector's new length (:func:`refresh_view_shapes_`).
-* **Dual-path blocks** (DPN) slice their input, or its projection, at the residual path's width
-  ``num_1x1_c``: ``x[:, :num_1x1_c]`` is added to the residual output, the rest is the dense path.
-  When a removal takes channels below that width from the layer making the residual output (its
-  own convolution ``c1x1_c1`` in DPN's "b" blocks, else the convolution making both paths), the
-  width goes down by as many (:func:`narrow_dual_path_widths_`).
+* **Slice widths held in attributes**: DPN's dual-path blocks (``x[:, :num_1x1_c]`` joins the
+  residual path, the rest the dense one), ReXNet's partial residual (``x[:, :in_channels] +
+  shortcut``) and FasterNet's partial convolution (``split(x, [dim_conv3, dim_untouched])``) slice
+  at widths fixed at construction. When a removal takes channels below such a width from the layer
+  whose output is sliced, the width goes down by as many (:func:`narrow_slice_widths_`); the
+  untouched part of a partial convolution follows its split (:func:`refresh_partial_splits_`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 
 from torch import nn
@@ -33,8 +34,9 @@ from torch import nn
 __all__ = [
     "detached_weight_computations",
     "is_weight_standardized",
-    "narrow_dual_path_widths_",
+    "narrow_slice_widths_",
     "per_channel_extras",
+    "refresh_partial_splits_",
     "refresh_split_sizes_",
     "refresh_view_shapes_",
 ]
@@ -111,19 +113,52 @@ def refresh_view_shapes_(model: nn.Module) -> None:
             module.shape = tuple(n if i == long[0] else d for i, d in enumerate(shape))
 
 
-def narrow_dual_path_widths_(model: nn.Module, removed: Mapping[nn.Module, Collection[int]]) -> None:
-    """Lower the residual width of dual-path blocks by the residual channels a cut removed.
+#: (width attribute, the layers whose output the width slices, first found), by model family.
+_SLICE_WIDTHS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("num_1x1_c", ("c1x1_c1", "c1x1_c.conv")),  # DPN: the residual output's own conv, else the shared one
+    ("in_channels", ("conv_pwl.conv",)),  # ReXNet
+    ("dim_conv3", ("partial_conv3",)),  # FasterNet
+)
+
+
+def narrow_slice_widths_(model: nn.Module, removed: Mapping[nn.Module, Collection[int]]) -> None:
+    """Lower the slice widths of the blocks above by the channels below them that a cut removed.
 
     Args:
         model: The model, just cut.
         removed: Layer -> output channels the cut removed from it (numbered as before the cut).
     """
     for module in model.modules():
-        width = getattr(module, "num_1x1_c", None)
-        if not isinstance(width, int):
+        for attribute, paths in _SLICE_WIDTHS:
+            width = getattr(module, attribute, None)
+            if not isinstance(width, int) or isinstance(module, nn.modules.conv._ConvNd):
+                continue
+            sliced = next((layer for layer in map(lambda p: _child(module, p), paths)
+                           if isinstance(layer, nn.modules.conv._ConvNd)), None)
+            if sliced in removed:
+                setattr(module, attribute, width - sum(1 for c in removed[sliced] if c < width))
+
+
+def refresh_partial_splits_(model: nn.Module, split_sizes: Callable[[nn.Module], list[int] | None]) -> None:
+    """Set a partial convolution's ``dim_untouched`` (and ``dim_conv3``) to the split it reads.
+
+    Args:
+        model: The model, just cut.
+        split_sizes: Convolution -> current sizes of the ``torch.split`` whose first part it reads
+            (as the dependency graph keeps them), or None.
+    """
+    for module in model.modules():
+        conv = getattr(module, "partial_conv3", None)
+        if not (isinstance(conv, nn.modules.conv._ConvNd) and isinstance(getattr(module, "dim_untouched", None), int)):
             continue
-        residual = getattr(module, "c1x1_c1", None)
-        if not isinstance(residual, nn.modules.conv._ConvNd):  # one layer makes both paths
-            residual = getattr(getattr(module, "c1x1_c", None), "conv", None)
-        if residual in removed:
-            module.num_1x1_c = width - sum(1 for c in removed[residual] if c < width)
+        sizes = split_sizes(conv)
+        if sizes is not None and len(sizes) == 2 and sizes[0] == conv.in_channels:
+            module.dim_conv3, module.dim_untouched = sizes
+
+
+def _child(module: nn.Module, path: str) -> nn.Module | None:
+    for name in path.split("."):
+        module = getattr(module, name, None)
+        if not isinstance(module, nn.Module):
+            return None
+    return module
