@@ -28,6 +28,7 @@ from secateurs.structured.attention_heads import attention_group, attention_of, 
 from secateurs.structured.groups import ChannelGroup, GroupMember
 from secateurs.structured.layer_adapters import (
     detached_weight_computations,
+    equal_split_readers,
     is_weight_standardized,
     narrow_slice_widths_,
     per_channel_extras,
@@ -37,6 +38,7 @@ from secateurs.structured.layer_adapters import (
 )
 from secateurs.structured.masked_norm import maskable_norm
 from secateurs.structured.module_caches import preserved_module_caches
+from secateurs.structured.tied_channels import tied_chunks, tied_roots
 from secateurs.structured.tp_compat import new_group, patched
 from secateurs.structured.tp_speedups import index_mappings_once
 
@@ -90,6 +92,7 @@ class ChannelGraph:
             for module, training in modes:
                 module.training = training
         self._names = {module: name for name, module in model.named_modules()}
+        self._equal_splits = equal_split_readers(model)
 
     # ------------------------------------------------------------------------------------ groups
     def groups(self) -> list[ChannelGroup]:
@@ -181,6 +184,19 @@ class ChannelGraph:
             members.extend(found)
         if _paired_halves(members, channels):
             chunk_counts.append(2)
+        for member in members:
+            split = self._equal_splits.get(member.param) if member.role == "in" else None
+            if split is not None:  # the slice width is fixed by the module: equal cuts from every slice
+                part, parts = split
+                if channels % parts or any(c != part * (channels // parts) + i
+                                           for i, c in zip(member.index, member.channel, strict=True)):
+                    blockers.append("an input split into equal slices that the channels do not line up with")
+                chunk_counts.append(parts)
+        tied = tied_chunks(_merge(members), channels, self._sizes(members), tied_roots(group))
+        if tied is None:
+            blockers.append("channels share tensor positions in a pattern removal cannot follow")
+        elif tied > 1:
+            chunk_counts.append(tied)
         misfit = self._misfit(root_module, channels, members)
         if misfit:
             blockers.insert(0, misfit)
@@ -206,6 +222,15 @@ class ChannelGraph:
             return owner if maskable_norm(self.model.get_submodule(owner)) else None
         except AttributeError:
             return None
+
+    def _sizes(self, members: list[GroupMember]) -> dict[tuple[str, int], int]:
+        sizes = {}
+        for member in members:
+            try:
+                sizes[(member.param, member.dim)] = self.model.get_parameter(member.param).shape[member.dim]
+            except AttributeError:
+                continue
+        return sizes
 
     def _misfit(self, root_module: nn.Module, channels: int, members: list[GroupMember]) -> str | None:
         """Why torch-pruning's indices of a group cannot be right, or None when they fit the layers.
@@ -282,6 +307,7 @@ class ChannelGraph:
         new_group()
         with patched(self._tp):
             group = self._dg.get_pruning_group(module, pruner.prune_out_channels, sorted(int(c) for c in channels))
+        _unique_positions_(group)
         cut_out: dict[nn.Module, set[int]] = {}  # layer -> its output channels this cut removes
         for item in group:
             if self._dg.is_out_channel_pruning_fn(item.dep.handler):
@@ -339,6 +365,18 @@ class ChannelGraph:
             return None
         pruner = self._dg.get_pruner_of_module(module)
         return None if pruner is None else pruner.get_out_channels(module)
+
+
+def _unique_positions_(group: Any) -> None:
+    """Each position once per item: an item reached from several tied channels (one position carrying
+    channels ``c`` and ``C + c``) lists it once per channel, and torch-pruning's layer functions count
+    the list's length as the number of channels to remove."""
+    for i, item in enumerate(group):
+        unique = list(dict.fromkeys(int(k) for k in item.idxs))
+        if len(unique) != len(item.idxs):
+            roots = list(getattr(item, "root_idxs", ()) or ())
+            group[i] = type(item)(item.dep, unique)
+            group[i].root_idxs = roots
 
 
 @torch.no_grad()
@@ -418,6 +456,8 @@ def _understood_reshape(tp: Any, dg: Any, node: Any) -> bool:
     """
     flatten = tp.dependency.index_mapping._FlattenIndexMapping
     if any(isinstance(m, flatten) for dep in node.dependencies for m in dep.index_mapping):
+        return True
+    if getattr(node, "_secateurs_unflatten", None):  # (B, P*C, ...) -> (B, P, C, ...): tp_compat fix 10
         return True
     if _inside_linear(node):
         return True

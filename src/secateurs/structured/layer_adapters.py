@@ -22,6 +22,10 @@ Families of timm layers (recognised by their attributes, so timm is never import
   at widths fixed at construction. When a removal takes channels below such a width from the layer
   whose output is sliced, the width goes down by as many (:func:`narrow_slice_widths_`); the
   untouched part of a partial convolution follows its split (:func:`refresh_partial_splits_`).
+* **Selective-kernel convolutions with a split input** (SKNet's ``SelectiveKernel``, ``split_input``)
+  cut their input into ``num_paths`` equal slices of ``in_channels // num_paths``, one per path: a
+  group reaching them must lose the same offsets from every slice (:func:`equal_split_readers`), and
+  ``in_channels`` follows the paths' new widths (:func:`refresh_split_sizes_`).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from torch import nn
 
 __all__ = [
     "detached_weight_computations",
+    "equal_split_readers",
     "is_weight_standardized",
     "narrow_slice_widths_",
     "per_channel_extras",
@@ -77,9 +82,39 @@ def detached_weight_computations(model: nn.Module) -> Iterator[None]:
             module._parameters.update(saved)
 
 
+def _split_input_paths(module: nn.Module) -> list[tuple[str, nn.Module]] | None:
+    """``(name, first convolution)`` of each path of a selective-kernel module splitting its input, else None."""
+    paths = getattr(module, "paths", None)
+    if getattr(module, "split_input", False) is not True or not isinstance(paths, nn.ModuleList) \
+            or not isinstance(getattr(module, "in_channels", None), int) or len(paths) < 2:
+        return None
+    found = []
+    for i, path in enumerate(paths):
+        conv = next(((n, m) for n, m in path.named_modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
+        if conv is None:
+            return None
+        found.append((f"paths.{i}.{conv[0]}" if conv[0] else f"paths.{i}", conv[1]))
+    return found
+
+
+def equal_split_readers(model: nn.Module) -> dict[str, tuple[int, int]]:
+    """Weight name -> ``(part, parts)`` for each convolution reading slice ``part`` of ``parts`` equal
+    slices of its module's input, the slice width fixed by the module (selective-kernel ``split_input``)."""
+    found: dict[str, tuple[int, int]] = {}
+    for name, module in model.named_modules():
+        paths = _split_input_paths(module)
+        for part, (conv_name, _) in enumerate(paths or ()):
+            found[f"{name}.{conv_name}.weight" if name else f"{conv_name}.weight"] = (part, len(paths))
+    return found
+
+
 def refresh_split_sizes_(model: nn.Module) -> None:
-    """Recompute the split sizes of mixed convolutions from their convolutions' input widths."""
+    """Recompute the split sizes of mixed convolutions from their convolutions' input widths, and the
+    input width of selective-kernel modules splitting their input from their paths'."""
     for module in model.modules():
+        paths = _split_input_paths(module)
+        if paths is not None:
+            module.in_channels = sum(conv.in_channels for _, conv in paths)
         splits = getattr(module, "splits", None)
         if not isinstance(splits, list) or not all(isinstance(s, int) for s in splits):
             continue

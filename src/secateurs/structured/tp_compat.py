@@ -38,6 +38,9 @@ that the fixes are re-checked, and tests of the upstream behaviours fail once a 
    them wrong; the sum then disagrees with the output and the concatenation is left unmapped, so the
    dense path's new channels seem to be the residual path's first ones. The sizes are read from
    autograd instead (the shape of each joined tensor), where each joined tensor is one input.
+10. ``index_mapping.update_reshape_index_mapping`` reads ``(B, P*C, ...) -> (B, P, C, ...)`` (SKNet's
+    per-path attention weights) as the inverse of a flatten and maps channel ``i`` to ``i // P``
+    instead of ``i % C``: :mod:`secateurs.structured.tp_unflatten`.
 
 The fixes replace module attributes and class methods of torch-pruning, so they are installed by
 :func:`patched` for the duration of a ``with`` block and the originals restored afterwards: importing
@@ -52,6 +55,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from secateurs.structured.tp_speedups import search_patches
+from secateurs.structured.tp_unflatten import with_periodic_unflatten
 
 __all__ = ["CHECKED_VERSION", "IndexExplosionError", "MAX_INDICES_PER_GROUP", "MAX_MAPPED_INDICES", "patched"]
 
@@ -298,7 +302,7 @@ def patched(tp: Any) -> Iterator[None]:
     search = search_patches(tp, _charge)  # fix 6
     shipped = {name: graph_class.__dict__[name] for name in search}
     module.update_concat_index_mapping = _tolerant(_sizes_from_autograd(originals[0], tp))
-    module.update_reshape_index_mapping = _tolerant(originals[1])
+    module.update_reshape_index_mapping = _tolerant(with_periodic_unflatten(originals[1], tp))  # fixes 1 and 10
     flatten.__call__ = _bounded(originals[2])
     module.update_split_index_mapping = _split_by_output(originals[3], tp)
     module.update_slice_index_mapping = _channel_slices_only(originals[4], tp)

@@ -19,6 +19,9 @@ order, from the same root positions) that
   multiplied the work by the number of channels. Every position torch-pruning's search reaches is
   reached; where a position is reached from several root channels, the first is kept, as
   torch-pruning's merge keeps the first (which one is first depends on the order of the walk);
+* records the root channels that meet at one position of a node, besides the one kept there
+  (``group._secateurs_tied``, read by :func:`secateurs.structured.tied_channels.tied_roots`): such
+  channels share a position and can only be removed together (GhostNet, SKNet, gated halves);
 * carries positions as numpy arrays (:mod:`secateurs.structured.tp_index_arrays`), merged at the end
   into one item per node keeping the first of each position, as torch-pruning's ``add_and_merge``;
 
@@ -95,9 +98,19 @@ class _Followed:
 class _Walk:
     """The items of one group search: every (dependency, positions) added, and the positions followed."""
 
+    #: At most this many positions met again are kept for finding tied channels (memory bound).
+    MAX_REVISITED = 1 << 20
+
     def __init__(self) -> None:
         self.items: list[tuple[Any, Positions]] = []
         self.followed: dict[tuple[Any, Any], _Followed] = {}
+        self.revisited: list[tuple[Any, Positions]] = []
+        self.revisited_size = 0
+
+    def revisit(self, dep: Any, pos: Positions) -> None:
+        if self.revisited_size + len(pos) <= self.MAX_REVISITED:
+            self.revisited.append((dep, pos))
+            self.revisited_size += len(pos)
 
     def add(self, dep: Any, pos: Positions) -> None:
         self.items.append((dep, pos))
@@ -133,7 +146,9 @@ def search_patches(tp: Any, charge: Callable[[int], None]) -> dict[str, Any]:
         root_dep = dependency_class(pruning_fn, pruning_fn, source=root_node, target=root_node)
 
         walk = _walk(root_dep, Positions.of(root, root), tp, charge)
-        return _merged(self, walk.items, group_class, group_item)
+        group = _merged(self, walk.items, group_class, group_item)
+        group._secateurs_tied = _tied_roots(group, [*walk.items, *walk.revisited])
+        return group
 
     return {"get_pruning_group": get_pruning_group}
 
@@ -156,7 +171,10 @@ def _walk(root_dep: Any, root: Positions, tp: Any, charge: Callable[[int], None]
                 if mapping is not None:
                     mapped = map_positions(mapping, mapped, tp, charge)
             if len(mapped) and new_dep.target in visited:
-                mapped = walk.new_only(new_dep, mapped)
+                fresh = walk.new_only(new_dep, mapped)
+                if len(fresh) < len(mapped):
+                    walk.revisit(new_dep, mapped)  # perhaps from other root channels: tied to the first
+                mapped = fresh
             if not len(mapped):
                 continue
             walk.add(new_dep, mapped)
@@ -185,3 +203,28 @@ def _merged(graph: Any, items: list[tuple[Any, Positions]], group_class: Any, gr
         group._group.append(item)
     group._DG = graph
     return group
+
+
+def _tied_roots(group: Any, met: list[tuple[Any, Positions]]) -> list[tuple[int, int]]:
+    """``(kept root, other root)`` pairs of channels met at one position of one node: the search keeps
+    the first root channel of each position, the others share it."""
+    kept = {(item.dep.target, item.dep.handler): item for item in group._group}
+    parts: dict[tuple[Any, Any], list[Positions]] = {}
+    for dep, pos in met:
+        parts.setdefault((dep.target, dep.handler), []).append(pos)
+    found: set[tuple[int, int]] = set()
+    for key, pieces in parts.items():
+        item = kept.get(key)
+        if item is None or not item.idxs:
+            continue
+        order = np.argsort(np.asarray(item.idxs, dtype=np.int64), kind="stable")
+        idx_sorted = np.asarray(item.idxs, dtype=np.int64)[order]
+        roots = np.asarray([-1 if r is None else r for r in item.root_idxs], dtype=np.int64)[order]
+        idx = np.concatenate([p.idx for p in pieces])
+        root = np.concatenate([p.root for p in pieces])
+        at = np.clip(np.searchsorted(idx_sorted, idx), 0, idx_sorted.size - 1)
+        other = (idx_sorted[at] == idx) & (roots[at] != root) & (root >= 0) & (roots[at] >= 0)
+        if other.any():
+            pairs = np.unique(np.stack([roots[at][other], root[other]], axis=1), axis=0)
+            found.update((int(a), int(b)) for a, b in pairs)
+    return sorted(found)

@@ -1,0 +1,91 @@
+"""A reshape that unflattens the channel dimension into ``(parts, channels)``: torch-pruning fix 10.
+
+``x.view(B, P, C, H, W)`` of a ``(B, P*C, H, W)`` tensor puts its channel ``p*C + c`` at channel
+``c`` of part ``p``: selective-kernel attention (SKNet's ``SelectiveKernelAttn``) computes one weight
+per path and channel with one convolution of ``P*C`` outputs, views it as ``(B, P, C, 1, 1)`` and
+multiplies the stacked paths by it. torch-pruning reads every reshape that lowers the channel count
+as the inverse of a flatten, ``(B, C*k) -> (B, C, ...)``, and maps channel ``i`` to ``i // P``:
+the attention rows are then tied to the wrong channels of the paths, and the cut that follows breaks
+the model (``shrink`` then refuses the group). Here such reshapes map ``i`` to ``i % C`` and back to
+``c, C + c, ..., (P-1)*C + c``; several channels of the group then share each position of the paths,
+which :func:`secateurs.structured.tied_channels.tied_chunks` turns into ``P`` tied chunks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["PeriodicIndexMapping", "unflatten_parts", "with_periodic_unflatten"]
+
+
+class PeriodicIndexMapping:
+    """Channel ``i`` of the flat tensor is channel ``i % period`` of each of ``parts`` parts.
+
+    Args:
+        period: Channels per part (``C``).
+        parts: Number of parts (``P``).
+        reverse: True maps flat channels to part channels (``i -> i % C``); False maps a part
+            channel to its flat channels (``c -> c, C + c, ...``).
+    """
+
+    def __init__(self, period: int, parts: int, reverse: bool = False) -> None:
+        self.period, self.parts, self.reverse = period, parts, reverse
+
+    def __call__(self, idxs: Any) -> list[Any]:
+        if not idxs:
+            return []
+        hybrid = type(idxs[0])  # torch-pruning's (idx, root_idx) pairs
+        if self.reverse:
+            return list(dict.fromkeys(hybrid(idx=i.idx % self.period, root_idx=i.root_idx) for i in idxs))
+        return [hybrid(idx=i.idx + p * self.period, root_idx=i.root_idx) for i in idxs for p in range(self.parts)]
+
+
+def unflatten_parts(node: Any) -> tuple[int, int] | None:
+    """``(parts, channels)`` when the reshape node views ``(B, P*C, *S)`` as ``(B, P, C, *S)``, else None."""
+    grad_fn = node.grad_fn
+    before = getattr(grad_fn, "_saved_self_sym_sizes", None)
+    try:
+        after = grad_fn._input_metadata[0].shape  # the forward output's shape
+    except (AttributeError, IndexError, RuntimeError):
+        return None
+    if before is None:
+        return None
+    before, after = [int(d) for d in before], [int(d) for d in after]
+    if len(before) < 2 or len(after) != len(before) + 1 or before[0] != after[0] or before[2:] != after[3:]:
+        return None
+    parts, channels = after[1], after[2]
+    if parts < 2 or channels < 1 or before[1] != parts * channels:
+        return None
+    return parts, channels
+
+
+def with_periodic_unflatten(update: Any, tp: Any) -> Any:
+    """Wrap torch-pruning's ``update_reshape_index_mapping`` with fix 10 (see the module docstring)."""
+
+    infer = tp.dependency.shape_infer.infer_out_channels_recursively
+
+    def channels_first(graph: Any, node: Any) -> bool:
+        # Dimension 1 must be the channels (a (B, H*W, C) -> (B, H, W, C) view of tokens matches the
+        # shapes too); a last dimension of the same size leaves it ambiguous: not handled.
+        before = [int(d) for d in node.grad_fn._saved_self_sym_sizes]
+        channels = next((c for c in (infer(graph, n, [0]) for n in node.inputs) if c), None)
+        return channels == before[1] and (len(before) == 2 or before[-1] != channels)
+
+    def update_reshape_index_mapping(graph: Any, node: Any) -> None:
+        found = unflatten_parts(node) if node.type == tp.ops.OPTYPE.RESHAPE else None
+        if found is not None and not channels_first(graph, node):
+            found = None
+        if found is None:
+            update(graph, node)
+            return
+        parts, channels = found
+        node._secateurs_unflatten = found
+        for out_node in node.outputs:
+            for dep in node.dependencies:
+                if dep.target is out_node:
+                    dep.index_mapping[0] = PeriodicIndexMapping(channels, parts, reverse=True)
+            for dep in out_node.dependencies:
+                if dep.target is node:
+                    dep.index_mapping[0] = PeriodicIndexMapping(channels, parts, reverse=False)
+
+    return update_reshape_index_mapping
