@@ -141,8 +141,10 @@ def _concat_input_sizes(node: Any) -> list[int] | None:
             shape = fn._input_metadata[index].shape  # the forward output's shape
         except (AttributeError, IndexError, RuntimeError):
             return None
-        if _wrapped_dim(dim, len(shape)) != 1:
-            return None  # along another dimension than the channels: torch-pruning leaves it alone
+        if len(shape) not in (2, 4) or _wrapped_dim(dim, len(shape)) != 1:
+            # Only (B, C) and (B, C, H, W) joined along C: dimension 1 of a (B, N, C) sequence is
+            # its tokens (a class token joined), which torch-pruning's own rules handle.
+            return None
         sizes.append(int(shape[1]))
     return sizes
 
