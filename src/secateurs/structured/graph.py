@@ -493,10 +493,17 @@ def _inside_linear(node: Any) -> bool:
     layer's input channels seem to run through the view of its output: the view is the layer's
     own, and the layer's input channels are where torch-pruning says.
     """
-    products = ("MmBackward0", "AddmmBackward0", "BmmBackward0")
-    return (bool(node.inputs) and bool(node.outputs)
-            and all(isinstance(n.module, nn.Linear) for n in node.outputs)
-            and all(type(n.grad_fn).__name__ in products for n in node.inputs))
+    if len(node.outputs) != 1 or not isinstance(node.outputs[0].module, nn.Linear) or not node.inputs:
+        return False
+    weight = node.outputs[0].module.weight
+
+    def own_weight(n: Any) -> bool:  # the transpose of the layer's own weight
+        edges = getattr(n.grad_fn, "next_functions", ())
+        return type(n.grad_fn).__name__ == "TBackward0" and any(
+            getattr(fn, "variable", None) is weight for fn, _ in edges)
+
+    return all(type(n.grad_fn).__name__ in ("MmBackward0", "AddmmBackward0") and any(own_weight(i) for i in n.inputs)
+               for n in node.inputs)
 
 
 def _one_axis(shape: list[int]) -> int | None:
