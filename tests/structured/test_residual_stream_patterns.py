@@ -161,3 +161,65 @@ def test_global_response_norm_takes_its_channel_mean_over_the_kept_channels():
     result, hidden, removed = _shrunk_equals_reference(model, torch.randn(2, 3, 8, 8), "grn.weight")
     assert hidden.root == "fc1" and hidden.norms == ("grn",)
     assert result.model.grn.weight.shape == (24 - len(removed),) == (result.model.fc2.in_channels,)
+
+
+class _InputWidthAttention(nn.Module):
+    """ConViT / CaiT / DaViT style: the head width is the input width over the heads (nothing stored).
+
+    ``layout`` picks the projections: ``"qkv"`` (one fused projection, explicit scale) or ``"qk+v"``
+    (GPSA's pair, the fused kernel's default scale).
+    """
+
+    def __init__(self, c: int, heads: int, layout: str) -> None:
+        super().__init__()
+        self.num_heads, self.layout, self.scale = heads, layout, (c // heads) ** -0.5
+        if layout == "qk+v":
+            self.qk, self.v = nn.Linear(c, 2 * c), nn.Linear(c, c)
+        else:
+            self.qkv = nn.Linear(c, 3 * c)
+        self.proj = nn.Linear(c, c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        h = self.num_heads
+        if self.layout == "qk+v":
+            q, k = self.qk(x).reshape(b, n, 2, h, c // h).permute(2, 0, 3, 1, 4).unbind(0)
+            v = self.v(x).reshape(b, n, h, c // h).transpose(1, 2)
+            y = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        else:
+            q, k, v = self.qkv(x).reshape(b, n, 3, h, c // h).permute(2, 0, 3, 1, 4).unbind(0)
+            y = ((q * self.scale) @ k.transpose(-2, -1)).softmax(-1) @ v
+        return self.proj(y.transpose(1, 2).reshape(b, n, c))
+
+
+class _InputWidthViT(nn.Module):
+    def __init__(self, c: int = 16, heads: int = 2) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(3, c, 4, 4)
+        self.norms = nn.ModuleList(nn.LayerNorm(c) for _ in range(3))
+        self.attns = nn.ModuleList(_InputWidthAttention(c, heads, layout) for layout in ("qkv", "qk+v"))
+        self.fc1, self.fc2 = nn.Linear(c, 2 * c), nn.Linear(2 * c, c)
+        self.head = nn.Linear(c, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        for norm, attn in zip(self.norms, self.attns, strict=False):
+            x = x + attn(norm(x))
+        x = x + self.fc2(torch.relu(self.fc1(self.norms[2](x))))
+        return self.head(x.mean(1))
+
+
+def test_attention_whose_head_width_is_its_input_width_shrinks_with_the_stream():
+    from secateurs.metrics import count_macs
+
+    torch.manual_seed(0)
+    model = randomize_(_InputWidthViT())
+    x = torch.randn(2, 3, 8, 8)
+    result, stream, removed = _shrunk_equals_reference(model, x, "attns.0.qkv.weight")
+    assert stream.chunks % 2 == 0 and {("attns.0.qkv.weight", 0), ("attns.1.qk.weight", 0)} <= set(stream.params)
+    assert not any(g.root.startswith("attns.") for g in result.groups)  # the per-projection groups are in the stream's
+    kept = 16 - len(removed)
+    shrunk = result.model
+    assert shrunk.attns[0].qkv.out_features == 3 * kept and shrunk.attns[1].v.out_features == kept
+    assert shrunk.attns[1].qk.out_features == 2 * kept and shrunk.attns[1].proj.in_features == kept
+    assert count_macs(shrunk, x[:1]).dense == result.prediction.macs_after

@@ -127,8 +127,8 @@ def kept_head_share(model: nn.Module, groups: Sequence[ChannelGroup], removed: d
 
 
 def attention_matmul_macs(model: nn.Module, example_input: Any, names: Sequence[str]) -> dict[str, int]:
-    """MACs of the named attention modules besides their qkv and proj layers (the q·k and weights·v
-    products, which scale with ``head_dim``), on one forward pass."""
+    """MACs of the named attention modules besides their layers (the q·k and weights·v products,
+    which scale with ``head_dim``), on one forward pass."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from secateurs.metrics.flops import _frozen_parameters, _tracker_key
@@ -148,4 +148,8 @@ def attention_matmul_macs(model: nn.Module, example_input: Any, names: Sequence[
     def total(fqn: str) -> int:
         return sum(counts.get(_tracker_key(model, fqn), {}).values())
 
-    return {name: (total(name) - total(f"{name}.qkv") - total(f"{name}.proj")) // 2 for name in names}
+    def own(name: str) -> int:  # the module's MACs less its layers' (projections, talking heads...)
+        children = [child for child, _ in model.get_submodule(name).named_children()]
+        return total(name) - sum(total(f"{name}.{child}" if name else child) for child in children)
+
+    return {name: own(name) // 2 for name in names}

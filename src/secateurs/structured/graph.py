@@ -38,6 +38,7 @@ from secateurs.structured.layer_adapters import (
 )
 from secateurs.structured.masked_norm import maskable_norm
 from secateurs.structured.module_caches import preserved_module_caches
+from secateurs.structured.stream_attention import attentions_read_by, couple_stream_attention, cut_stream_heads_
 from secateurs.structured.tied_channels import tied_chunks, tied_roots
 from secateurs.structured.tp_compat import new_group, patched
 from secateurs.structured.tp_speedups import index_mappings_once
@@ -130,7 +131,7 @@ class ChannelGraph:
             seen.update(item.dep.target.module for item in group
                         if dg.is_out_channel_pruning_fn(item.dep.handler))
             found.append(self._describe(group))
-        return found
+        return couple_stream_attention(self.model, found)
 
     def _untraceable(self, module: nn.Module, channels: int, exc: Exception) -> ChannelGroup:
         name = self._names.get(module, "")
@@ -314,10 +315,16 @@ class ChannelGraph:
                 cut_out.setdefault(item.dep.target.module, set()).update(int(i) for i in item.idxs)
         extras = [(m, sorted(idxs), per_channel_extras(m), m.out_channels) for m, idxs in cut_out.items()
                   if per_channel_extras(m)]
+        heads = self._stream_heads(group)
         with patched(self._tp):
             group.prune(record_history=False)
         for layer, idxs, names, before in extras:
             _cut_extras_(layer, names, before, idxs)
+        for attn, columns in heads:
+            try:
+                cut_stream_heads_(self.model, attn, columns)
+            except ValueError as exc:
+                raise UsageError(f"cannot cut the head dimensions of {attn.name}: {exc}") from None
         refresh_split_sizes_(self.model)
         refresh_view_shapes_(self.model)
         narrow_slice_widths_(self.model, cut_out)
@@ -331,6 +338,21 @@ class ChannelGraph:
         split = next((n for n in getattr(node, "inputs", ()) if n.type == self._tp.ops.OPTYPE.SPLIT), None)
         sizes = None if split is None else getattr(split.module, "split_sizes", None)
         return list(sizes) if sizes and all(isinstance(c, int) for c in sizes) else None
+
+    def _stream_heads(self, group: Any) -> list[tuple[Any, list[int]]]:
+        """The stream attentions whose input columns the group cuts (the same columns in each of
+        their projections), with those columns: their head dimensions go too."""
+        columns: dict[str, list[int]] = {}
+        for item in group:
+            module = item.dep.target.module
+            if isinstance(module, nn.Linear) and self._dg.is_in_channel_pruning_fn(item.dep.handler):
+                columns[self._names.get(module, "")] = sorted({int(i) for i in item.idxs})
+        found = []
+        for attn in attentions_read_by(self.model, list(columns)):
+            cut = [columns.get(attn.layer(child)) for child, _ in attn.projections]
+            if cut[0] is not None and all(c == cut[0] for c in cut):
+                found.append((attn, cut[0]))
+        return found
 
     def _refresh_index_mappings(self) -> None:
         """Re-derive the slice offsets of splits and concatenations from their current widths.

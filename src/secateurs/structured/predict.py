@@ -21,6 +21,7 @@ from torch import nn
 from secateurs.core.masks import MaskSet
 from secateurs.metrics import count_macs
 from secateurs.structured.attention_heads import attention_matmul_macs, kept_head_share
+from secateurs.structured.stream_attention import stream_head_share
 from secateurs.structured.groups import ChannelGroup
 from secateurs.structured.masked_norm import install_masked_norms_, remove_masked_norms_
 from secateurs.structured.plan import RemovalPlan, plan_removal
@@ -115,7 +116,8 @@ def predict_shrunk_size(
         # Convolution and linear MACs are (weight elements) x (output positions): they scale exactly.
         macs_after += layer.dense * new_numel.get(weight, old) // old - layer.dense
     # q·k and weights·v inside attention scale with the head width (not a layer's weight).
-    shares = kept_head_share(model, groups, {g.root: len(g.removed) for g in plan.groups if g.removed})
+    removed = {g.root: len(g.removed) for g in plan.groups if g.removed}
+    shares = {**kept_head_share(model, groups, removed), **stream_head_share(model, groups, removed)}
     if shares:
         products = attention_matmul_macs(model, example_input, list(shares))
         for name, (kept, total) in shares.items():
