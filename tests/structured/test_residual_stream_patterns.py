@@ -223,3 +223,28 @@ def test_attention_whose_head_width_is_its_input_width_shrinks_with_the_stream()
     assert shrunk.attns[0].qkv.out_features == 3 * kept and shrunk.attns[1].v.out_features == kept
     assert shrunk.attns[1].qk.out_features == 2 * kept and shrunk.attns[1].proj.in_features == kept
     assert count_macs(shrunk, x[:1]).dense == result.prediction.macs_after
+
+
+class _InterleavedAttention(nn.Module):
+    """TinyViT / LeViT style: widths stored, q, k and v interleaved per head. Its attributes look like
+    a stream attention's, but its head width does not follow the stream: it must not be coupled."""
+
+    def __init__(self, c: int, heads: int) -> None:
+        super().__init__()
+        self.num_heads, self.key_dim = heads, c // heads
+        self.qkv, self.proj = nn.Linear(c, 3 * c), nn.Linear(c, c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, self.num_heads, 3, self.key_dim).permute(3, 0, 2, 1, 4).unbind(0)
+        y = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        return self.proj(y.transpose(1, 2).reshape(b, n, self.num_heads * self.key_dim))
+
+
+def test_an_attention_that_only_looks_like_one_following_the_stream_is_left_alone():
+    torch.manual_seed(0)
+    model = _InputWidthViT()
+    model.attns = nn.ModuleList([_InterleavedAttention(16, 2), _InterleavedAttention(16, 2)])
+    randomize_(model)
+    result, stream, _ = _shrunk_equals_reference(model, torch.randn(2, 3, 8, 8), "attns.0.qkv.weight")
+    assert ("attns.0.qkv.weight", 0) not in stream.params and result.model.attns[0].qkv.out_features == 48

@@ -148,8 +148,18 @@ def attention_matmul_macs(model: nn.Module, example_input: Any, names: Sequence[
     def total(fqn: str) -> int:
         return sum(counts.get(_tracker_key(model, fqn), {}).values())
 
-    def own(name: str) -> int:  # the module's MACs less its layers' (projections, talking heads...)
-        children = [child for child, _ in model.get_submodule(name).named_children()]
-        return total(name) - sum(total(f"{name}.{child}" if name else child) for child in children)
+    def own(name: str) -> int:
+        # The module's MACs less those of the layers inside it (projections, talking heads, a relative
+        # position MLP called through a method of its parent...): each outermost one that counts.
+        counted: list[str] = []
+        rest = total(name)
+        for sub, _ in model.get_submodule(name).named_modules():
+            if not sub or any(sub.startswith(f"{c}.") for c in counted):
+                continue
+            macs = total(f"{name}.{sub}" if name else sub)
+            if macs:
+                rest -= macs
+                counted.append(sub)
+        return rest
 
     return {name: own(name) // 2 for name in names}

@@ -38,7 +38,12 @@ from secateurs.structured.layer_adapters import (
 )
 from secateurs.structured.masked_norm import maskable_norm
 from secateurs.structured.module_caches import preserved_module_caches
-from secateurs.structured.stream_attention import attentions_read_by, couple_stream_attention, cut_stream_heads_
+from secateurs.structured.stream_attention import (
+    attentions_read_by,
+    couple_stream_attention,
+    cut_stream_heads_,
+    verified_stream_attentions,
+)
 from secateurs.structured.tied_channels import tied_chunks, tied_roots
 from secateurs.structured.tp_compat import new_group, patched
 from secateurs.structured.tp_speedups import index_mappings_once
@@ -94,6 +99,16 @@ class ChannelGraph:
                 module.training = training
         self._names = {module: name for name, module in model.named_modules()}
         self._equal_splits = equal_split_readers(model)
+        self._example_input = example_input
+        self._coupled: list[Any] | None = None
+
+    def _stream_attentions(self) -> list[Any]:
+        """Attention modules whose head width follows the residual stream (checked once, on the
+        model as it is now: :func:`~secateurs.structured.stream_attention.verified_stream_attentions`)."""
+        if self._coupled is None:
+            with preserved_module_caches(self.model):
+                self._coupled = verified_stream_attentions(self.model, self._example_input)
+        return self._coupled
 
     # ------------------------------------------------------------------------------------ groups
     def groups(self) -> list[ChannelGroup]:
@@ -131,7 +146,7 @@ class ChannelGraph:
             seen.update(item.dep.target.module for item in group
                         if dg.is_out_channel_pruning_fn(item.dep.handler))
             found.append(self._describe(group))
-        return couple_stream_attention(self.model, found)
+        return couple_stream_attention(self.model, found, self._stream_attentions())
 
     def _untraceable(self, module: nn.Module, channels: int, exc: Exception) -> ChannelGroup:
         name = self._names.get(module, "")
@@ -348,7 +363,7 @@ class ChannelGraph:
             if isinstance(module, nn.Linear) and self._dg.is_in_channel_pruning_fn(item.dep.handler):
                 columns[self._names.get(module, "")] = sorted({int(i) for i in item.idxs})
         found = []
-        for attn in attentions_read_by(self.model, list(columns)):
+        for attn in attentions_read_by(self._stream_attentions(), list(columns)):
             cut = [columns.get(attn.layer(child)) for child, _ in attn.projections]
             if cut[0] is not None and all(c == cut[0] for c in cut):
                 found.append((attn, cut[0]))

@@ -25,9 +25,11 @@ whose head-dimension group is independent of the stream.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 from torch import nn
@@ -42,6 +44,7 @@ __all__ = [
     "cut_stream_heads_",
     "stream_attention",
     "stream_head_share",
+    "verified_stream_attentions",
 ]
 
 #: Input projections, and the role of each block of ``C`` rows they make.
@@ -103,11 +106,110 @@ def _stream_attentions(model: nn.Module) -> list[StreamAttention]:
     return [found for name, _ in model.named_modules() if (found := stream_attention(model, name)) is not None]
 
 
-def couple_stream_attention(model: nn.Module, groups: list[ChannelGroup]) -> list[ChannelGroup]:
-    """The groups with every :class:`StreamAttention`'s head dimensions joined to the stream group
-    that its input projections read (see the module docstring); the groups rooted at those
-    projections (blocked: their reshape into heads) are dropped."""
-    attentions = _stream_attentions(model)
+def verified_stream_attentions(model: nn.Module, example_input: Any) -> list[StreamAttention]:
+    """The :class:`StreamAttention` modules of ``model`` that really behave as one: cutting the first
+    offset of every head from a copy of the module (with the stream's columns) reproduces the
+    masked module on the input it gets in one forward pass of ``example_input``.
+
+    The attributes say what the projections are, not how ``forward`` lays out the heads: a module
+    that interleaves q, k and v per head (TinyViT), pools or normalises over the head dimensions
+    (MViT-v2), or attends over the dimensions themselves (XCiT's cross-covariance attention, DaViT's
+    channel attention) fails the check and keeps its own, blocked groups.
+    """
+    candidates = _stream_attentions(model)
+    if not candidates:
+        return []
+    seen = _first_inputs(model, example_input, [a.name for a in candidates])
+    return [a for a in candidates if a.name in seen and _cuts_exactly(model.get_submodule(a.name), a, *seen[a.name])]
+
+
+def _first_inputs(model: nn.Module, example_input: Any, names: list[str]) -> dict[str, tuple[tuple, dict]]:
+    """Positional and keyword inputs of the first call of each named module in one forward pass."""
+    seen: dict[str, tuple[tuple, dict]] = {}
+
+    def keep(name: str) -> Any:
+        def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            seen.setdefault(name, (args, kwargs))
+        return hook
+
+    handles = [model.get_submodule(n).register_forward_pre_hook(keep(n), with_kwargs=True) for n in names]
+    modes = [(m, m.training) for m in model.modules()]
+    inputs = example_input if isinstance(example_input, tuple) else (example_input,)
+    try:
+        with torch.no_grad():
+            model.eval()(*inputs)
+    except Exception:  # noqa: BLE001 - a model that does not run couples nothing
+        return {}
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module, training in modes:
+            module.training = training
+    return seen
+
+
+@torch.no_grad()
+def _cuts_exactly(module: nn.Module, attn: StreamAttention, args: tuple, kwargs: dict) -> bool:
+    head_dim = attn.width // attn.heads
+    removed = [h * head_dim for h in range(attn.heads)]
+    kept = torch.tensor([p for p in range(attn.width) if p not in set(removed)])
+
+    def stream(x: Any) -> bool:
+        return isinstance(x, torch.Tensor) and x.is_floating_point() and x.dim() >= 2 and x.shape[-1] == attn.width
+
+    def zeroed(x: Any) -> Any:
+        if not stream(x):
+            return x
+        x = x.clone()
+        x[..., removed] = 0
+        return x
+
+    def narrowed(x: Any) -> Any:
+        return x[..., kept] if stream(x) else x
+
+    masked, cut = copy.deepcopy(module), copy.deepcopy(module)
+    try:
+        for child, letters in attn.projections:
+            layer = masked.get_submodule(child)
+            rows = [s * attn.width + p for s in range(len(letters)) for p in removed]
+            layer.weight[rows] = 0
+            if layer.bias is not None:
+                layer.bias[rows] = 0
+            _narrow_input_(cut.get_submodule(child), kept)
+        masked.proj.weight[:, removed] = 0
+        _narrow_output_(cut.proj, kept)
+        _cut_heads_(cut, attn, removed)
+        expected = masked(*[zeroed(a) for a in args], **{k: zeroed(v) for k, v in kwargs.items()})
+        got = cut(*[narrowed(a) for a in args], **{k: narrowed(v) for k, v in kwargs.items()})
+    except Exception:  # noqa: BLE001 - a module the cut breaks is not one
+        return False
+    if not (isinstance(expected, torch.Tensor) and isinstance(got, torch.Tensor)) or expected.shape[-1] != attn.width:
+        return False
+    expected = expected[..., kept]
+    if expected.shape != got.shape or expected.abs().max() == 0:
+        return False
+    return float((expected - got).abs().max()) <= 1e-4 * max(1.0, float(expected.abs().max()))
+
+
+def _narrow_input_(layer: nn.Linear, kept: torch.Tensor) -> None:
+    layer.weight = nn.Parameter(layer.weight[:, kept].clone())
+    layer.in_features = len(kept)
+
+
+def _narrow_output_(layer: nn.Linear, kept: torch.Tensor) -> None:
+    layer.weight = nn.Parameter(layer.weight[kept].clone())
+    if layer.bias is not None:
+        layer.bias = nn.Parameter(layer.bias[kept].clone())
+    layer.out_features = len(kept)
+
+
+def couple_stream_attention(
+    model: nn.Module, groups: list[ChannelGroup], attentions: Sequence[StreamAttention]
+) -> list[ChannelGroup]:
+    """The groups with the head dimensions of each of ``attentions`` (from
+    :func:`verified_stream_attentions`) joined to the stream group that its input projections read
+    (see the module docstring); the groups rooted at those projections (blocked: their reshape into
+    heads) are dropped."""
     if not attentions:
         return groups
     groups = list(groups)
@@ -155,10 +257,10 @@ def _stream_group(groups: list[ChannelGroup], attn: StreamAttention) -> int | No
     return found
 
 
-def attentions_read_by(model: nn.Module, layers: Sequence[str]) -> list[StreamAttention]:
-    """The stream attentions whose input projections are among ``layers``."""
+def attentions_read_by(attentions: Sequence[StreamAttention], layers: Sequence[str]) -> list[StreamAttention]:
+    """Those of ``attentions`` whose input projections are among ``layers``."""
     names = set(layers)
-    return [a for a in _stream_attentions(model) if any(a.layer(c) in names for c, _ in a.projections)]
+    return [a for a in attentions if any(a.layer(c) in names for c, _ in a.projections)]
 
 
 @torch.no_grad()
@@ -173,7 +275,10 @@ def cut_stream_heads_(model: nn.Module, attn: StreamAttention, removed: Sequence
     Raises:
         ValueError: If the channels are not the same offsets in every head, or would leave none.
     """
-    module = model.get_submodule(attn.name)
+    _cut_heads_(model.get_submodule(attn.name), attn, removed)
+
+
+def _cut_heads_(module: nn.Module, attn: StreamAttention, removed: Sequence[int]) -> None:
     old = attn.width // attn.heads
     offsets = sorted({int(p) % old for p in removed})
     if {int(p) for p in removed} != {h * old + d for h in range(attn.heads) for d in offsets} or len(offsets) >= old:
