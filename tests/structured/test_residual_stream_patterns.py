@@ -166,8 +166,9 @@ def test_global_response_norm_takes_its_channel_mean_over_the_kept_channels():
 class _InputWidthAttention(nn.Module):
     """ConViT / CaiT / DaViT style: the head width is the input width over the heads (nothing stored).
 
-    ``layout`` picks the projections: ``"qkv"`` (one fused projection, explicit scale) or ``"qk+v"``
-    (GPSA's pair, the fused kernel's default scale).
+    ``layout`` picks the projections: ``"qkv"`` (one fused projection, explicit scale), ``"qk+v"``
+    (GPSA's pair, the fused kernel's default scale) or ``"qkv-dims"`` (NesT: the heads' outputs
+    concatenated dimension by dimension).
     """
 
     def __init__(self, c: int, heads: int, layout: str) -> None:
@@ -189,6 +190,8 @@ class _InputWidthAttention(nn.Module):
         else:
             q, k, v = self.qkv(x).reshape(b, n, 3, h, c // h).permute(2, 0, 3, 1, 4).unbind(0)
             y = ((q * self.scale) @ k.transpose(-2, -1)).softmax(-1) @ v
+        if self.layout == "qkv-dims":
+            return self.proj(y.permute(0, 2, 3, 1).reshape(b, n, c))
         return self.proj(y.transpose(1, 2).reshape(b, n, c))
 
 
@@ -196,8 +199,8 @@ class _InputWidthViT(nn.Module):
     def __init__(self, c: int = 16, heads: int = 2) -> None:
         super().__init__()
         self.patch = nn.Conv2d(3, c, 4, 4)
-        self.norms = nn.ModuleList(nn.LayerNorm(c) for _ in range(3))
-        self.attns = nn.ModuleList(_InputWidthAttention(c, heads, layout) for layout in ("qkv", "qk+v"))
+        self.norms = nn.ModuleList(nn.LayerNorm(c) for _ in range(4))
+        self.attns = nn.ModuleList(_InputWidthAttention(c, heads, layout) for layout in ("qkv", "qk+v", "qkv-dims"))
         self.fc1, self.fc2 = nn.Linear(c, 2 * c), nn.Linear(2 * c, c)
         self.head = nn.Linear(c, 5)
 
@@ -205,7 +208,7 @@ class _InputWidthViT(nn.Module):
         x = self.patch(x).flatten(2).transpose(1, 2)
         for norm, attn in zip(self.norms, self.attns, strict=False):
             x = x + attn(norm(x))
-        x = x + self.fc2(torch.relu(self.fc1(self.norms[2](x))))
+        x = x + self.fc2(torch.relu(self.fc1(self.norms[-1](x))))
         return self.head(x.mean(1))
 
 
@@ -221,8 +224,22 @@ def test_attention_whose_head_width_is_its_input_width_shrinks_with_the_stream()
     kept = 16 - len(removed)
     shrunk = result.model
     assert shrunk.attns[0].qkv.out_features == 3 * kept and shrunk.attns[1].v.out_features == kept
-    assert shrunk.attns[1].qk.out_features == 2 * kept and shrunk.attns[1].proj.in_features == kept
+    assert shrunk.attns[1].qk.out_features == 2 * kept and shrunk.attns[2].proj.in_features == kept
     assert count_macs(shrunk, x[:1]).dense == result.prediction.macs_after
+
+
+def test_a_fresh_model_is_cut_to_a_saved_stream_attention_shape(tmp_path):
+    from secateurs.structured import load_shrunk, save_shrunk
+
+    torch.manual_seed(0)
+    model = randomize_(_InputWidthViT())
+    x = torch.randn(2, 3, 8, 8)
+    result, _, _ = _shrunk_equals_reference(model, x, "attns.0.qkv.weight")
+    save_shrunk(result.model, result.spec, tmp_path)
+    fresh = _InputWidthViT()  # other weights: the coupling must be found again on them
+    nn.init.zeros_(fresh.attns[0].proj.weight)
+    loaded = load_shrunk(tmp_path, model=fresh)
+    torch.testing.assert_close(outputs(loaded, x), outputs(result.model, x))
 
 
 class _InterleavedAttention(nn.Module):
@@ -244,7 +261,7 @@ class _InterleavedAttention(nn.Module):
 def test_an_attention_that_only_looks_like_one_following_the_stream_is_left_alone():
     torch.manual_seed(0)
     model = _InputWidthViT()
-    model.attns = nn.ModuleList([_InterleavedAttention(16, 2), _InterleavedAttention(16, 2)])
+    model.attns = nn.ModuleList([_InterleavedAttention(16, 2) for _ in range(3)])
     randomize_(model)
     result, stream, _ = _shrunk_equals_reference(model, torch.randn(2, 3, 8, 8), "attns.0.qkv.weight")
     assert ("attns.0.qkv.weight", 0) not in stream.params and result.model.attns[0].qkv.out_features == 48

@@ -1,7 +1,7 @@
 """Attention whose head width follows the residual stream: one group with the embedding dimension.
 
 Several timm attention modules (ConViT's GPSA and MHSA, CaiT's talking-heads and class attention,
-DaViT's and GCViT's window attention) take the head width from their input instead of storing it:
+the window attention of GCViT, NesT and Swin-V2-CR, and others in Twins, VOLO...) take the head width from their input instead of storing it:
 ``qkv(x).reshape(B, N, 3, heads, C // heads)`` with ``C = x.shape[-1]``, and ``reshape(B, N, C)`` of
 the heads' output. Removing channels of the residual stream (the embedding dimension) then changes
 the head width too, and cutting the stream alone breaks the model: q, k and v keep ``C`` rows each.
@@ -67,9 +67,17 @@ class StreamAttention:
     heads: int
     width: int
     projections: tuple[tuple[str, str], ...]
+    dims_major: bool = False
 
     def layer(self, child: str) -> str:
         return f"{self.name}.{child}" if self.name else child
+
+    def proj_column(self, p: int) -> int:
+        """The column of ``proj`` that reads head dimension ``p`` (``p % head_dim`` of head
+        ``p // head_dim``): the heads' outputs are concatenated head by head, or, with
+        ``dims_major`` (NesT: ``permute(..., head_dim, heads)`` before the reshape), dimension by dimension."""
+        head_dim = self.width // self.heads
+        return (p % head_dim) * self.heads + p // head_dim if self.dims_major else p
 
 
 def stream_attention(model: nn.Module, name: str) -> StreamAttention | None:
@@ -120,7 +128,16 @@ def verified_stream_attentions(model: nn.Module, example_input: Any) -> list[Str
     if not candidates:
         return []
     seen = _first_inputs(model, example_input, [a.name for a in candidates])
-    return [a for a in candidates if a.name in seen and _cuts_exactly(model.get_submodule(a.name), a, *seen[a.name])]
+    found = []
+    for attn in candidates:
+        if attn.name not in seen:
+            continue
+        module = model.get_submodule(attn.name)
+        for layout in (attn, replace(attn, dims_major=True)):
+            if _cuts_exactly(module, layout, *seen[attn.name]):
+                found.append(layout)
+                break
+    return found
 
 
 def _first_inputs(model: nn.Module, example_input: Any, names: list[str]) -> dict[str, tuple[tuple, dict]]:
@@ -167,7 +184,20 @@ def _cuts_exactly(module: nn.Module, attn: StreamAttention, args: tuple, kwargs:
     def narrowed(x: Any) -> Any:
         return x[..., kept] if stream(x) else x
 
-    masked, cut = copy.deepcopy(module), copy.deepcopy(module)
+    # Random weights and inputs of the shapes seen: the answer must not depend on the model's own
+    # values (a freshly built model being cut to a saved shape has other weights than the trained one).
+    g = torch.Generator().manual_seed(0)
+
+    def noise(x: Any) -> Any:
+        if isinstance(x, torch.Tensor) and x.is_floating_point():
+            return torch.randn(x.shape, generator=g).to(dtype=x.dtype, device=x.device)
+        return x
+
+    args, kwargs = tuple(noise(a) for a in args), {k: noise(v) for k, v in kwargs.items()}
+    masked = copy.deepcopy(module).eval()
+    for p in masked.parameters():
+        p.copy_(noise(p) * p.shape[-1] ** -0.5 if p.dim() > 1 else 0.1 * noise(p))
+    cut = copy.deepcopy(masked)
     try:
         for child, letters in attn.projections:
             layer = masked.get_submodule(child)
@@ -176,7 +206,7 @@ def _cuts_exactly(module: nn.Module, attn: StreamAttention, args: tuple, kwargs:
             if layer.bias is not None:
                 layer.bias[rows] = 0
             _narrow_input_(cut.get_submodule(child), kept)
-        masked.proj.weight[:, removed] = 0
+        masked.proj.weight[:, [attn.proj_column(p) for p in removed]] = 0
         _narrow_output_(cut.proj, kept)
         _cut_heads_(cut, attn, removed)
         expected = masked(*[zeroed(a) for a in args], **{k: zeroed(v) for k, v in kwargs.items()})
@@ -229,7 +259,8 @@ def couple_stream_attention(
             if isinstance(model.get_submodule(layer).bias, torch.Tensor):
                 members.append(GroupMember(f"{layer}.bias", 0, "out", False, rows, channels))
             dropped.add(layer)
-        members.append(GroupMember(f"{attn.layer('proj')}.weight", 1, "in", False, everything, everything))
+        columns = tuple(attn.proj_column(p) for p in everything)
+        members.append(GroupMember(f"{attn.layer('proj')}.weight", 1, "in", False, columns, everything))
         chunks = math.lcm(group.chunks, attn.heads)
         blocker = group.blocker
         if blocker is None and group.channels % chunks:
@@ -302,7 +333,8 @@ def _cut_heads_(module: nn.Module, attn: StreamAttention, removed: Sequence[int]
             layer.bias = nn.Parameter(bias, requires_grad=layer.bias.requires_grad)
         layer.out_features = weight.shape[0]
     proj = module.proj
-    proj.weight = nn.Parameter(proj.weight[:, kept.to(proj.weight.device)].clone(), requires_grad=proj.weight.requires_grad)
+    columns = torch.tensor(sorted(attn.proj_column(int(p)) for p in kept))
+    proj.weight = nn.Parameter(proj.weight[:, columns.to(proj.weight.device)].clone(), requires_grad=proj.weight.requires_grad)
     proj.in_features = len(kept)
     if isinstance(getattr(module, "head_dim", None), int):
         module.head_dim = new
