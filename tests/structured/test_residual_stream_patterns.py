@@ -265,3 +265,28 @@ def test_an_attention_that_only_looks_like_one_following_the_stream_is_left_alon
     randomize_(model)
     result, stream, _ = _shrunk_equals_reference(model, torch.randn(2, 3, 8, 8), "attns.0.qkv.weight")
     assert ("attns.0.qkv.weight", 0) not in stream.params and result.model.attns[0].qkv.out_features == 48
+
+
+class _LSTMMixer(nn.Module):
+    """Sequencer style: a bidirectional LSTM mixes the tokens, reading the residual stream."""
+
+    def __init__(self, c: int = 12, hidden: int = 6) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(3, c, 4, 4)
+        self.norm = nn.LayerNorm(c)
+        self.rnn = nn.LSTM(c, hidden, batch_first=True, bidirectional=True)
+        self.fc = nn.Linear(2 * hidden, c)
+        self.head = nn.Linear(c, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        x = x + self.fc(self.rnn(self.norm(x))[0])
+        return self.head(x.mean(1))
+
+
+def test_an_lstm_reading_the_stream_loses_the_input_columns_of_its_removed_channels():
+    torch.manual_seed(0)
+    model = randomize_(_LSTMMixer())
+    result, _, removed = _shrunk_equals_reference(model, torch.randn(2, 3, 8, 8), "rnn.weight_ih_l0")
+    rnn = result.model.rnn
+    assert rnn.input_size == 12 - len(removed) == rnn.weight_ih_l0.shape[1] == rnn.weight_ih_l0_reverse.shape[1]

@@ -468,6 +468,17 @@ def _embedding_members(module: Any, prefix: str, is_out: bool, member: Any) -> t
     return [member(prefix + "weight", 1, "out", True)], None
 
 
+def _lstm_members(module: Any, prefix: str, is_out: bool, member: Any) -> tuple[list[GroupMember], str | None]:
+    # An LSTM reading the channels (Sequencer's token mixers) reads them through its input weights
+    # only: those columns go. Its own hidden units are not followed.
+    if is_out:
+        return [], "an LSTM's hidden units"
+    if module.num_layers != 1:
+        return [], "a multi-layer LSTM"
+    suffixes = ("", "_reverse") if module.bidirectional else ("",)
+    return [member(f"{prefix}weight_ih_l0{s}", 1, "in", False) for s in suffixes], None
+
+
 def _attention_members(module: Any, prefix: str, is_out: bool, member: Any) -> tuple[list[GroupMember], str | None]:
     return [], "multi-head attention (the head width would change)"
 
@@ -479,6 +490,7 @@ _LAYER_MEMBERS: tuple[tuple[Any, Any], ...] = (
     (_NORMS, _norm_members),
     (nn.PReLU, _prelu_members),
     (nn.Embedding, _embedding_members),
+    (nn.LSTM, _lstm_members),
     (nn.MultiheadAttention, _attention_members),
 )
 
