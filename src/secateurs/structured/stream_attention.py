@@ -153,8 +153,9 @@ def _first_inputs(model: nn.Module, example_input: Any, names: list[str]) -> dic
     modes = [(m, m.training) for m in model.modules()]
     inputs = example_input if isinstance(example_input, tuple) else (example_input,)
     try:
+        model.eval()
         with torch.no_grad():
-            model.eval()(*inputs)
+            model(*inputs)
     except Exception:  # noqa: BLE001 - a model that does not run couples nothing
         return {}
     finally:
@@ -194,11 +195,12 @@ def _cuts_exactly(module: nn.Module, attn: StreamAttention, args: tuple, kwargs:
         return x
 
     args, kwargs = tuple(noise(a) for a in args), {k: noise(v) for k, v in kwargs.items()}
-    masked = copy.deepcopy(module).eval()
-    for p in masked.parameters():
-        p.copy_(noise(p) * p.shape[-1] ** -0.5 if p.dim() > 1 else 0.1 * noise(p))
-    cut = copy.deepcopy(masked)
     try:
+        masked = copy.deepcopy(module)
+        masked.eval()  # not chained: some modules' train() returns None (TinyViT's attention)
+        for p in masked.parameters():
+            p.copy_(noise(p) * p.shape[-1] ** -0.5 if p.dim() > 1 else 0.1 * noise(p))
+        cut = copy.deepcopy(masked)
         for child, letters in attn.projections:
             layer = masked.get_submodule(child)
             rows = [s * attn.width + p for s in range(len(letters)) for p in removed]
