@@ -105,3 +105,25 @@ def test_tied_chunks_reads_the_pattern_of_shared_positions():
     assert tied_chunks([_member([0, 1, 2, 3, 0, 1, 2, 3], range(8))], 8, sizes) == 2
     # neighbours sharing a position (a misread reshape) is no chunk pattern
     assert tied_chunks([_member([0, 0, 1, 1, 2, 2, 3, 3], range(8))], 8, sizes) is None
+
+
+class VectorGate(nn.Module):
+    """A per-channel gate computed as ``(B, C, 1)`` and viewed as ``(B, C, 1, 1)``: an unsqueeze,
+    which has the shapes of ``C`` parts of one channel but ties nothing (as in CSATv2)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.stem(x))
+        gate = torch.sigmoid(y.flatten(2).mean(-1, keepdim=True)).view(y.shape[0], y.shape[1], 1, 1)
+        return self.head((y * gate).mean((2, 3)))
+
+
+def test_a_per_channel_vector_viewed_with_unit_dimensions_ties_no_channels():
+    torch.manual_seed(0)
+    groups, _ = _shrinks_exactly(VectorGate(), torch.randn(2, 3, 8, 8))
+    (stem,) = [g for g in groups if g.root == "stem"]
+    assert stem.removable and stem.chunks == 1

@@ -276,6 +276,12 @@ def _charge(size: int) -> None:  # fix 3: ``size`` indices handled by one flatte
         raise IndexExplosionError("channel indices multiply through reshapes")
 
 
+def charge_mapped(size: int) -> None:
+    """Count ``size`` indices handled by one of secateurs' own index mappings against the
+    index-explosion guard (fix 3); raises :class:`IndexExplosionError` past its bounds."""
+    _charge(size)
+
+
 def _bounded(call: Any) -> Any:
     def bounded_call(self: Any, idxs: Any) -> Any:  # fix 3
         _charge(len(idxs) * (1 if self.reverse else self._stride))

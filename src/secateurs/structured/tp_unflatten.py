@@ -34,6 +34,9 @@ class PeriodicIndexMapping:
     def __call__(self, idxs: Any) -> list[Any]:
         if not idxs:
             return []
+        from secateurs.structured.tp_compat import charge_mapped  # the index-explosion guard (fix 3)
+
+        charge_mapped(len(idxs) * (1 if self.reverse else self.parts))
         hybrid = type(idxs[0])  # torch-pruning's (idx, root_idx) pairs
         if self.reverse:
             return list(dict.fromkeys(hybrid(idx=i.idx % self.period, root_idx=i.root_idx) for i in idxs))
@@ -41,7 +44,7 @@ class PeriodicIndexMapping:
 
 
 def unflatten_parts(node: Any) -> tuple[int, int] | None:
-    """``(parts, channels)`` when the reshape node views ``(B, P*C, *S)`` as ``(B, P, C, *S)``, else None."""
+    """``(parts, channels)`` when the reshape node views ``(B, P*C, 1, ...)`` as ``(B, P, C, 1, ...)``, else None."""
     grad_fn = node.grad_fn
     before = getattr(grad_fn, "_saved_self_sym_sizes", None)
     try:
@@ -54,7 +57,13 @@ def unflatten_parts(node: Any) -> tuple[int, int] | None:
     if len(before) < 2 or len(after) != len(before) + 1 or before[0] != after[0] or before[2:] != after[3:]:
         return None
     parts, channels = after[1], after[2]
-    if parts < 2 or channels < 1 or before[1] != parts * channels:
+    # (B, C, 1) -> (B, C, 1, 1) has the shapes of C parts of one channel: an unsqueeze, not this.
+    if parts < 2 or channels < 2 or before[1] != parts * channels:
+        return None
+    # Only a vector per sample (no spatial or token extent): the same view of a feature map is how
+    # attention splits channels into heads, which this mapping must not tie (heads are regrouped
+    # further on, and the views back and forth would multiply the positions without end).
+    if any(d != 1 for d in before[2:]):
         return None
     return parts, channels
 
