@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from secateurs.structured import coupled_channel_groups
+from secateurs.structured.tp_unflatten import PeriodicIndexMapping
 
 tp = pytest.importorskip("torch_pruning")
 MAPPING = tp.dependency.index_mapping
@@ -183,6 +184,7 @@ def _random_positions(rng: random.Random, n: int, high: int) -> list:
     MAPPING._SliceIndexMapping(dim=1, start=1, step=3, end=14, reverse=True),
     MAPPING._SliceIndexMapping(dim=1, start=2**64 - 3, step=1, end=2**63 - 1),
     MAPPING._GQAIndexMapping(repeat=2, head_dim=3), MAPPING._GQAIndexMapping(repeat=2, head_dim=3, reverse=True),
+    PeriodicIndexMapping(period=3, parts=2), PeriodicIndexMapping(period=3, parts=2, reverse=True),
 ], ids=lambda m: f"{type(m).__name__}-{'reverse' if m.reverse else 'forward'}")
 def test_array_mappings_give_the_pairs_of_torch_pruning_mappings(mapping):
     from secateurs.structured.tp_index_arrays import NO_ROOT, Positions, map_positions

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["NO_ROOT", "Positions", "map_positions"]
+__all__ = ["NO_ROOT", "Positions", "first_of_each_pair", "map_positions"]
 
 #: The root of a position mapped by ``_GQAIndexMapping``, which sets ``root_idx=None``.
 NO_ROOT = -1
@@ -52,7 +52,8 @@ def _int64(value: Any) -> bool:
     return isinstance(value, int) and -(2**63) <= value < 2**63
 
 
-def _first_of_each_pair(idx: np.ndarray, root: np.ndarray) -> Positions:
+def first_of_each_pair(idx: np.ndarray, root: np.ndarray) -> Positions:
+    """The first of each (position, root) pair, in order (``dict.fromkeys`` over pairs)."""
     if idx.size <= 1:
         return Positions(idx, root)
     low = int(root.min())
@@ -76,12 +77,14 @@ def map_positions(mapping: Any, pos: Positions, tp: Any, charge: Callable[[int],
     im = tp.dependency.index_mapping
     kind = type(mapping)
     idx, root = pos.idx, pos.root
+    if hasattr(mapping, "map_arrays"):  # secateurs' own mappings (tp_unflatten) map arrays themselves
+        return Positions(*mapping.map_arrays(idx, root))
     reverse = bool(getattr(mapping, "reverse", False))
     if kind is im._FlattenIndexMapping and int(mapping._stride) > 0:
         stride = int(mapping._stride)
         charge(len(pos) * (1 if reverse else stride))
         if reverse:
-            return _first_of_each_pair(idx // stride, root)
+            return first_of_each_pair(idx // stride, root)
         spread = idx[:, None] * stride + np.arange(stride, dtype=np.int64)
         return Positions(spread.reshape(-1), np.repeat(root, stride))
     if kind is im._ConcatIndexMapping or kind is im._SplitIndexMapping:
