@@ -49,6 +49,10 @@ class PeriodicIndexMapping:
     def map_arrays(self, idx: np.ndarray, root: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``__call__`` on position and root arrays, the same pairs in the same order (used by the
         array search of :mod:`secateurs.structured.tp_speedups`)."""
+        if len(idx):
+            from secateurs.structured.tp_compat import charge_mapped  # the index-explosion guard (fix 3)
+
+            charge_mapped(len(idx) * (1 if self.reverse else self.parts))
         if self.reverse:
             kept = first_of_each_pair(idx % self.period, root)
             return kept.idx, kept.root
