@@ -67,3 +67,25 @@ def squash_(model: nn.Module, masks: MaskSet) -> nn.Module:
 def outputs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         return model.eval()(x)
+
+
+def shrink_and_check(model: nn.Module, size: int = 32):
+    """Randomize ``model``, prune 30 % of every exact group, shrink, and assert what every structured
+    test needs: shrunk == masked reference on a non-constant output, params and MACs as predicted and
+    fewer params. Returns ``(model, groups, result)``."""
+    from secateurs.metrics import count_macs, count_params
+    from secateurs.structured import coupled_channel_groups, reference_model, shrink
+
+    torch.manual_seed(0)
+    model = randomize_(model.eval())
+    x = torch.randn(2, 3, size, size)
+    groups = coupled_channel_groups(model, x[:1])
+    masks = group_masks(model, groups, prune=0.3)
+    squash_(model, masks)
+    result = shrink(model, masks, x[:1], groups=groups)
+    expected = outputs(reference_model(model, result.groups, result.plan), x)
+    assert expected.std() > 1e-3
+    assert (outputs(result.model, x) - expected).abs().max() <= 1e-4 * max(1.0, float(expected.abs().max()))
+    assert count_params(result.model) == result.prediction.params_after < count_params(model)
+    assert count_macs(result.model, x[:1]).dense == result.prediction.macs_after
+    return model, groups, result

@@ -10,29 +10,14 @@ removal or the shrunk model fails. Tiny instances of the timm classes (DPN: ``te
 from __future__ import annotations
 
 import pytest
-import torch
 
-from secateurs.metrics import count_macs, count_params
-from secateurs.structured import coupled_channel_groups, reference_model, shrink
-
-from ._helpers import group_masks, outputs, randomize_, squash_
+from ._helpers import shrink_and_check
 
 pytest.importorskip("timm")
 
 
 def _shrunk(model):
-    torch.manual_seed(0)
-    model = randomize_(model.eval())
-    x = torch.randn(2, 3, 32, 32)
-    groups = coupled_channel_groups(model, x[:1])
-    masks = group_masks(model, groups, prune=0.3)
-    squash_(model, masks)
-    result = shrink(model, masks, x[:1], groups=groups)
-    expected = outputs(reference_model(model, result.groups, result.plan), x)
-    assert expected.std() > 1e-3
-    assert (outputs(result.model, x) - expected).abs().max() <= 1e-4 * max(1.0, float(expected.abs().max()))
-    assert count_params(result.model) == result.prediction.params_after < count_params(model)
-    assert count_macs(result.model, x[:1]).dense == result.prediction.macs_after
+    model, groups, result = shrink_and_check(model)
     return model, result
 
 
