@@ -47,6 +47,7 @@ from secateurs.structured.stream_attention import (
 from secateurs.structured.tied_channels import tied_chunks, tied_roots
 from secateurs.structured.tp_compat import new_group, patched
 from secateurs.structured.tp_speedups import index_mappings_once
+from secateurs.structured.tp_unflatten import view_shapes
 
 __all__ = ["ChannelGraph", "coupled_channel_groups"]
 
@@ -510,15 +511,10 @@ def _understood_reshape(tp: Any, dg: Any, node: Any) -> bool:
         return True
     if _inside_linear(node):
         return True
-    grad_fn = node.grad_fn
-    before = getattr(grad_fn, "_saved_self_sym_sizes", None) or getattr(grad_fn, "_saved_self_sizes", None)
-    try:
-        after = grad_fn._input_metadata[0].shape  # the forward output's shape
-    except (AttributeError, IndexError, RuntimeError):
+    shapes = view_shapes(node.grad_fn)
+    if shapes is None:
         return False
-    if before is None:
-        return False
-    before, after = [int(d) for d in before], [int(d) for d in after]
+    before, after = shapes
     if len(before) == 4 and len(after) == 2 and before[2] * before[3] == 1:
         return True  # (N, C, 1, 1) -> (N, C)
     if _one_axis(before) is not None and _one_axis(before) == _one_axis(after):

@@ -60,17 +60,24 @@ class PeriodicIndexMapping:
         return spread.reshape(-1), np.repeat(root, self.parts)
 
 
-def unflatten_parts(node: Any) -> tuple[int, int] | None:
-    """``(parts, channels)`` when the reshape node views ``(B, P*C, 1, ...)`` as ``(B, P, C, 1, ...)``, else None."""
-    grad_fn = node.grad_fn
-    before = getattr(grad_fn, "_saved_self_sym_sizes", None)
+def view_shapes(grad_fn: Any) -> tuple[list[int], list[int]] | None:
+    """``(input shape, output shape)`` of a reshape/view autograd node, or None when it saved no sizes."""
+    before = getattr(grad_fn, "_saved_self_sym_sizes", None) or getattr(grad_fn, "_saved_self_sizes", None)
     try:
         after = grad_fn._input_metadata[0].shape  # the forward output's shape
     except (AttributeError, IndexError, RuntimeError):
         return None
     if before is None:
         return None
-    before, after = [int(d) for d in before], [int(d) for d in after]
+    return [int(d) for d in before], [int(d) for d in after]
+
+
+def unflatten_parts(node: Any) -> tuple[int, int] | None:
+    """``(parts, channels)`` when the reshape node views ``(B, P*C, 1, ...)`` as ``(B, P, C, 1, ...)``, else None."""
+    shapes = view_shapes(node.grad_fn)
+    if shapes is None:
+        return None
+    before, after = shapes
     if len(before) < 2 or len(after) != len(before) + 1 or before[0] != after[0] or before[2:] != after[3:]:
         return None
     parts, channels = after[1], after[2]
